@@ -1,0 +1,94 @@
+# Two commands matter: `make demo` (the main job on the local stack) and `make test` (the test suite).
+# Both install what they need first, idempotently: Debian packages, a venv keyed by pyproject.toml,
+# Maven jars into lib/, and a MinIO binary; the second run only checks stamps.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3.11
+TELEMETRY_CACHE ?= $(HOME)/.cache/ai-telemetry
+DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-12)
+VENV := $(TELEMETRY_CACHE)/venv-$(DEPS_HASH)
+PY := $(VENV)/bin/python
+POM_HASH := $(shell sha256sum pom.xml | cut -c1-12)
+JARS_STAMP := lib/.stamp-$(POM_HASH)
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO_BIN := $(TELEMETRY_CACHE)/bin/minio-$(MINIO_VERSION)
+PYTEST_ARGS ?=
+
+export PYTHONPATH := $(CURDIR)
+export TELEMETRY_CACHE
+export MINIO_BIN
+
+.PHONY: help deps system-deps venv jars minio stack-up stack-down stack-status migrate demo test bench-simulator schemas clean-state
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+deps: system-deps venv jars minio ## install everything the project needs (idempotent)
+
+system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), Go for MinIO
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v go >/dev/null || missing="$$missing golang-go"; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed ## Python venv with the pinned packages (outside the repo, shared by clones)
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) (first time: several minutes, ~1.5 GB)"
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PYTHON_BOOT) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	$(VENV)/bin/pip install -q -r $(VENV)/requirements.txt
+	touch $@
+
+jars: $(JARS_STAMP) ## Maven: Kafka connector, Parquet writer, S3 plugin, Kafka broker into lib/
+
+$(JARS_STAMP): pom.xml
+	@echo "==> resolving Java dependencies with Maven into lib/"
+	rm -rf lib && mkdir -p lib
+	mvn -q -B -P flink-job dependency:copy-dependencies -DoutputDirectory=lib/flink -DincludeScope=runtime
+	mvn -q -B -P flink-s3-plugin dependency:copy-dependencies -DoutputDirectory=lib/plugins/s3-fs-hadoop -DincludeScope=runtime
+	mvn -q -B -P kafka-broker dependency:copy-dependencies -DoutputDirectory=lib/kafka -DincludeScope=runtime
+	touch $@
+
+minio: $(MINIO_BIN) ## MinIO server built from the Go module proxy (cached)
+
+$(MINIO_BIN):
+	@echo "==> building MinIO $(MINIO_VERSION) (first time: a few minutes)"
+	mkdir -p $(TELEMETRY_CACHE)/bin
+	GOBIN=$(TELEMETRY_CACHE)/bin/tmp go install github.com/minio/minio@$(MINIO_VERSION)
+	mv $(TELEMETRY_CACHE)/bin/tmp/minio $@ && rmdir $(TELEMETRY_CACHE)/bin/tmp
+
+stack-up: deps ## start Kafka, ClickHouse (dev), Prometheus, MinIO, Flink on 127.0.0.1 (idempotent)
+	$(PY) -m telemetry.stack up
+
+stack-down: ## stop every local service
+	@if [ -x $(PY) ]; then $(PY) -m telemetry.stack down; else echo "no venv yet: nothing is running"; fi
+
+stack-status: ## show each local service and its health
+	@$(PY) -m telemetry.stack status
+
+migrate: venv ## apply the ClickHouse migrations in sql/migrations
+	$(PY) -m telemetry.migrate
+
+schemas: venv ## regenerate the JSON Schemas in schemas/json
+	$(PY) -m schemas.generate
+
+demo: stack-up migrate ## run the main job on the local stack and print a summary per role
+	$(PY) -m telemetry.demo
+
+test: deps ## run the test suite (starts the real services it needs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-simulator: stack-up ## simulator -> local Kafka for 60 s, then a consumer checks the ground truth
+	$(PY) benchmarks/bench_simulator.py
+
+clean-state: stack-down ## delete local data and logs (.local/)
+	rm -rf .local

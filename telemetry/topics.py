@@ -1,0 +1,61 @@
+"""The Kafka topic catalogue: every topic the platform uses, its partition count and what it carries.
+
+This is the single source of truth for topic names; the stack, the simulator, the SDK and the job read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Role(str, Enum):
+    """What a topic is for, which decides who produces to it and who reads it."""
+
+    SOURCE = "source"  # raw events from the platform's producers
+    DLQ = "dlq"  # records the job rejected, with a reason
+    OUTPUT = "output"  # facts the job publishes for other services
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    role: Role
+    family: str | None  # the event family in schemas/ that a source topic carries
+    description: str
+
+
+# Partition counts are sized for a 2-core dev box yet leave room for parallelism 2-6 in production;
+# high-volume topics (LLM requests, task events, credits) get more.
+CATALOGUE: tuple[Topic, ...] = (
+    Topic("xumi_load", 6, Role.SOURCE, "xumi_load", "XUMI weights / checkpoint load start and finish"),
+    Topic("xumi_task", 6, Role.SOURCE, "xumi_task", "XUMI task lifecycle: queued, started, initialized, finished, failed"),
+    Topic("wkf_task", 6, Role.SOURCE, "wkf_task", "Workflow service TaskStarted / TaskCompleted / TaskFailed"),
+    Topic("pbac_access", 3, Role.SOURCE, "pbac_access", "PBAC access decisions: who accessed what, allowed or denied"),
+    Topic("pbac_politics", 1, Role.SOURCE, "pbac_politics", "PBAC policy changes"),
+    Topic("pbac_service", 1, Role.SOURCE, "pbac_service", "PBAC service messages: update, load, policy reloads"),
+    Topic("asset_access", 3, Role.SOURCE, "asset_access", "Asset storage access audit"),
+    Topic("asset_transfer", 3, Role.SOURCE, "asset_transfer", "Asset storage uploads and downloads"),
+    Topic("wkf_cpu", 3, Role.SOURCE, "wkf_cpu", "Workflow CPU credits"),
+    Topic("wkf_gpu", 3, Role.SOURCE, "wkf_gpu", "Workflow GPU credits"),
+    Topic("kuber_cpu", 3, Role.SOURCE, "kuber_cpu", "Kubernetes CPU credits"),
+    Topic("kuber_gpu", 3, Role.SOURCE, "kuber_gpu", "Kubernetes GPU credits"),
+    Topic("telemetry.events.v1", 12, Role.SOURCE, "llm_request", "LLM request events"),
+    Topic("telemetry.dlq.v1", 3, Role.DLQ, None, "Rejected records: original bytes, source position, reason"),
+    Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service"),
+)
+
+BY_NAME: dict[str, Topic] = {t.name: t for t in CATALOGUE}
+SOURCE_TOPICS: tuple[str, ...] = tuple(t.name for t in CATALOGUE if t.role is Role.SOURCE)
+DLQ_TOPIC = "telemetry.dlq.v1"
+USAGE_TOPIC = "telemetry.usage.v1"
+LLM_TOPIC = "telemetry.events.v1"
+
+
+def topic(name: str) -> Topic:
+    """Look a topic up by name, with an error that lists the known ones."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; known topics: {', '.join(BY_NAME)}") from None

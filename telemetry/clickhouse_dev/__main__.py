@@ -1,0 +1,87 @@
+"""`python -m telemetry.clickhouse_dev`: run the dev ClickHouse server in the foreground until SIGTERM / Ctrl-C.
+
+Prints one line on stdout once it answers (`... listening on http://HOST:PORT ...`); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+
+from telemetry import settings
+from telemetry.clickhouse_dev.engine import Engine
+from telemetry.clickhouse_dev.server import bind, log
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m telemetry.clickhouse_dev",
+        description="Local stand-in for ClickHouse: one chdb session (the ClickHouse engine in-process) behind the "
+        "part of ClickHouse's HTTP interface that clickhouse-connect uses. No authentication: keep it on loopback.",
+    )
+    parser.add_argument(
+        "--path",
+        type=Path,
+        help="data directory of the chdb session, opened by one process at a time "
+        "(default: $TELEMETRY_STATE_DIR/clickhouse/data)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8123, help="HTTP port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning"), help="debug logs one line per request (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        path: Path = args.path or settings.load().state_dir / "clickhouse" / "data"
+    except settings.SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server = bind(args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"error: {args.host}:{args.port} is already in use; stop what listens there or pass --port", file=sys.stderr)
+        else:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        server.engine = Engine(path.resolve())
+    except Exception as exc:  # chdb refuses a directory another process has open, among others
+        server.server_close()
+        print(f"error: cannot open the chdb data directory {path}: {exc}", file=sys.stderr)
+        return 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    host, port = server.server_address[:2]
+    print(
+        f"clickhouse dev server: ClickHouse {server.engine.version} (chdb {version('chdb')}) listening on "
+        f"http://{host}:{port}, data in {path.resolve()}",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        server.server_close()
+        server.engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

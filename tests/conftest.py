@@ -13,6 +13,10 @@ import pytest
 
 from telemetry.settings import REPO_ROOT
 
+# The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`; registered here, once, so pytest
+# rewrites its asserts.
+pytest_plugins = ["tests.fixtures_stack"]
+
 
 @pytest.fixture(scope="session")
 def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -1,0 +1,104 @@
+"""Fixtures for tests that need the real local stack: one stack per session, started with the CLI on ports of
+its own and in a temporary state directory, so a developer's running stack (.local, default ports) is untouched.
+Registered by tests/conftest.py (`pytest_plugins`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from telemetry import settings
+from telemetry.settings import REPO_ROOT, Settings
+from telemetry.stack.control import select
+from telemetry.stack.process import port_free
+
+# Every default port shifted by one offset; the shifted ports stay below Linux's ephemeral range (32768+),
+# so no client connection can be holding one of them.
+PORT_OFFSETS = range(20000, 23000, 100)
+STACK_TIMEOUT = 300  # seconds for one CLI call; `up` waits at most each service's own start timeout
+
+
+def default_ports() -> list[int]:
+    """Every fixed port of the stack at its default settings (derived ports included)."""
+    return [port.number for service in select(Settings()) for port in service.ports()]
+
+
+def free_offset() -> int:
+    for offset in PORT_OFFSETS:
+        if all(port_free(port + offset) for port in default_ports()):
+            return offset
+    raise RuntimeError(f"no port offset in {PORT_OFFSETS} leaves all of the stack's ports free")
+
+
+def make_stack_environ(state_dir: Path, offset: int) -> dict[str, str]:
+    """The environment of a stack in state_dir with every port shifted by offset."""
+    defaults = Settings()
+    environ = {
+        key: value for key, value in os.environ.items() if key not in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "LAKE_URI")
+    }  # keys of a real S3 would not open the test MinIO
+    environ.update(
+        {
+            "TELEMETRY_STATE_DIR": str(state_dir),
+            "KAFKA_DIRECT_URL": _shift(defaults.kafka_direct_url, offset),
+            "CLICKHOUSE_URL": _shift(defaults.clickhouse_url, offset),
+            "PROMETHEUS_URL": _shift(defaults.prometheus_url, offset),
+            "S3_ENDPOINT": _shift(defaults.s3_endpoint, offset),
+            "FLINK_REST_URL": _shift(defaults.flink_rest_url, offset),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    return environ
+
+
+def _shift(url: str, offset: int) -> str:
+    """http://host:PORT or host:PORT with PORT + offset."""
+    base, _, port = url.rpartition(":")
+    return f"{base}:{int(port) + offset}"
+
+
+def run_stack(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m telemetry.stack ARGS` in the given environment, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "telemetry.stack", *args],
+        env=environ,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=STACK_TIMEOUT,
+    )
+
+
+StackCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def stack_cli() -> StackCli:
+    """run_stack(environ, *args): `python -m telemetry.stack ARGS` in an environment, output captured."""
+    return run_stack
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment (os.environ plus the test stack's settings) for subprocesses that use the test stack;
+    the stack is stopped at the end of the session."""
+    environ = make_stack_environ(tmp_path_factory.mktemp("stack"), free_offset())
+    try:
+        yield environ
+    finally:
+        run_stack(environ, "down")
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str]) -> Settings:
+    """Settings of a running, healthy test stack (Kafka with the catalogue's topics, ClickHouse dev server,
+    MinIO with the lake bucket, Prometheus, Flink session cluster)."""
+    result = run_stack(stack_env, "up")
+    if result.returncode != 0:
+        pytest.fail(f"the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return settings.load(stack_env)

@@ -11,7 +11,8 @@ from schemas.llm import Client, Experiment, LlmRequestEvent
 from schemas.naming import is_well_formed
 from schemas.pbac import PbacAccessEvent, PbacPolicyEvent, PbacServiceEvent
 from schemas.reasons import Reason
-from schemas.registry import EVENT_NAMES, FAMILIES, TOPIC_FAMILY, model_for_topic, topics_for_family
+from schemas.registry import EVENT_NAME_FAMILY, EVENT_NAMES, FAMILIES, TOPIC_FAMILY, model_for_topic, topics_for_family
+from schemas.sdk import GpuInfo, SdkMetricEvent, SystemContext
 from schemas.types import format_ts, parse_ts, ts_to_millis
 from schemas.validate import (
     MAX_RECORD_BYTES,
@@ -30,10 +31,11 @@ from schemas.workflow import WkfTaskEvent
 from schemas.xumi import XumiLoadEvent, XumiTaskEvent
 
 __all__ = [
-    "AssetAccessEvent", "AssetTransferEvent", "Client", "CreditEvent", "EVENT_NAMES", "Envelope", "Experiment",
-    "FAMILIES", "Invalid", "InvalidEventError", "KuberCpuCreditEvent", "KuberGpuCreditEvent", "LlmRequestEvent",
-    "MAX_RECORD_BYTES", "PbacAccessEvent", "PbacPolicyEvent", "PbacServiceEvent", "Reason", "Result",
-    "TOPIC_FAMILY", "Valid", "WkfCpuCreditEvent", "WkfGpuCreditEvent", "WkfTaskEvent", "XumiLoadEvent",
-    "XumiTaskEvent", "classify_error", "format_ts", "is_well_formed", "model_for_topic", "parse", "parse_ts",
-    "to_dict", "to_json", "topics_for_family", "ts_to_millis", "validate", "validate_obj",
+    "AssetAccessEvent", "AssetTransferEvent", "Client", "CreditEvent", "EVENT_NAME_FAMILY", "EVENT_NAMES",
+    "Envelope", "Experiment", "FAMILIES", "GpuInfo", "Invalid", "InvalidEventError", "KuberCpuCreditEvent",
+    "KuberGpuCreditEvent", "LlmRequestEvent", "MAX_RECORD_BYTES", "PbacAccessEvent", "PbacPolicyEvent",
+    "PbacServiceEvent", "Reason", "Result", "SdkMetricEvent", "SystemContext", "TOPIC_FAMILY", "Valid",
+    "WkfCpuCreditEvent", "WkfGpuCreditEvent", "WkfTaskEvent", "XumiLoadEvent", "XumiTaskEvent", "classify_error",
+    "format_ts", "is_well_formed", "model_for_topic", "parse", "parse_ts", "to_dict", "to_json",
+    "topics_for_family", "ts_to_millis", "validate", "validate_obj",
 ]

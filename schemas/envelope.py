@@ -33,6 +33,9 @@ class Envelope(BaseModel):
     FAMILY: ClassVar[str] = ""
     SYSTEM: ClassVar[str] = ""
     EVENT_NAMES: ClassVar[frozenset[str]] = frozenset()  # derived from the event_name Literal
+    # An open family (the SDK's sdk_metric) takes any well-formed name its producers choose; its event_name
+    # validator applies the naming rules itself, and EVENT_NAMES stays empty.
+    OPEN_NAMES: ClassVar[bool] = False
 
     event_id: UUID = Field(description="Unique id of this event (UUID); the dedup key downstream")
     event_name: str = Field(description="system.component.action[.note], lowercase (seed 001)")
@@ -54,7 +57,7 @@ class Envelope(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if not cls.FAMILY:
+        if not cls.FAMILY or cls.OPEN_NAMES:
             return
         # One source of truth: the family's names are the Literal on event_name. Checked at import so a
         # misspelt name fails every test run rather than rejecting live traffic.

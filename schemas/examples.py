@@ -33,6 +33,10 @@ _LLM = {"session_id": "s_456", "request_id": "r_789", "model_id": "gpt-oss-1", "
         "prompt_version": "pv_12", "experiment": {"name": "reranker_v2", "variant": "B"}, "latency_ms": 812,
         "tokens_in": 421, "tokens_out": 233, "region": "eu-central", "client": {"app": "web", "os": "macos"}}
 
+_SYS = {"cpu_percent": 37.5, "cpu_count": 24, "ram_used_bytes": 41_000_000_000, "ram_total_bytes": 68_719_476_736}
+_GPU = {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "utilization_percent": 88.0,
+        "memory_used_bytes": 61_203_283_968, "memory_total_bytes": 85_899_345_920}
+
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "xumi_load": [
         _ev("0b7f4a52-1c1e-4f0e-9d5a-6a1e2b3c4d01", "xumi.weights.load.start", "2026-02-21T12:00:00.000Z",
@@ -121,6 +125,15 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         _ev("9b7f4a52-1c1e-4f0e-9d5a-6a1e2b3c4d02", "llm.request.completed", "2026-02-21T12:34:57.001Z",
             **{**_LLM, "experiment": None, "tokens_out": 0, "latency_ms": 120_000}, status="timeout",
             error_type="upstream_timeout", checkpoint_id="ckpt_chat_v1"),
+    ],
+    "sdk_metric": [  # seed 004's three calls, as Telemetry(system="xumi", component="inference") sends them
+        _ev("ab7f4a52-1c1e-4f0e-9d5a-6a1e2b3c4d01", "xumi.inference.metric", "2026-02-21T12:00:45.125Z",
+            metric="inference_latency", value=0.125, status="completed",
+            context={**_SYS, "gpus": [_GPU, {**_GPU, "index": 1, "utilization_percent": None}]}),
+        _ev("ab7f4a52-1c1e-4f0e-9d5a-6a1e2b3c4d02", "xumi.inference.metric", "2026-02-21T12:00:45.130Z",
+            metrics={"tokens_per_sec": 45.2, "gpu_util": 88}, status="completed", context={**_SYS, "gpus": []}),
+        _ev("ab7f4a52-1c1e-4f0e-9d5a-6a1e2b3c4d03", "xumi.inference.model_load_start", "2026-02-21T12:00:00.000Z",
+            status="started", context=None, labels={"stage": "warmup"}),
     ],
 }
 

@@ -32,6 +32,7 @@ _OUT_OF_RANGE: dict[str, dict[str, Any]] = {
     "kuber_cpu": {"credits": -0.01},
     "kuber_gpu": {"units": 4096},
     "llm_request": {"latency_ms": 120_001},
+    "sdk_metric": {"value": 2.0**61},
 }
 _BAD_ENUM: dict[str, dict[str, Any]] = {
     "wkf_task": {"event_type": "TaskPaused"},
@@ -44,6 +45,7 @@ _BAD_ENUM: dict[str, dict[str, Any]] = {
     "kuber_cpu": {"resource": "tpu"},
     "kuber_gpu": {"resource": "tpu"},
     "llm_request": {"status": "maybe"},
+    "sdk_metric": {"status": "done"},
 }
 _INCONSISTENT: dict[str, dict[str, Any]] = {
     "xumi_load": {"duration_ms": 5},  # example 0 is a *.start
@@ -56,11 +58,17 @@ _INCONSISTENT: dict[str, dict[str, Any]] = {
     "kuber_cpu": {"resource": "gpu"},
     "kuber_gpu": {"resource": "cpu"},
     "llm_request": {"error_type": "boom"},  # example 0 is ok
+    "sdk_metric": {"value": None},  # example 0 names a metric
+}
+# Open families take any well-formed name, so theirs is another family's (reserved) name.
+_UNKNOWN_EVENT_NAME: dict[str, dict[str, Any]] = {
+    "sdk_metric": {"event_name": "xumi.task.started"},
 }
 _PER_FAMILY: dict[Reason, dict[str, dict[str, Any]]] = {
     Reason.OUT_OF_RANGE: _OUT_OF_RANGE,
     Reason.BAD_ENUM: _BAD_ENUM,
     Reason.INCONSISTENT: _INCONSISTENT,
+    Reason.UNKNOWN_EVENT_NAME: _UNKNOWN_EVENT_NAME,  # overrides the generic kind for these families
 }
 
 
@@ -99,10 +107,10 @@ def malformed(reason: Reason, family: str) -> tuple[str, bytes]:
     """(topic, raw record) that `validate(topic, raw)` rejects with `reason`; KeyError if the family
     has no such defect (e.g. out_of_range on a family without numbers: see `kinds`)."""
     topic = topics_for_family(family)[0]
-    if reason in _GENERIC:
+    overrides = _PER_FAMILY.get(reason, {}).get(family)
+    if overrides is None and reason in _GENERIC:
         raw = _GENERIC[reason](family)
         return (UNKNOWN_TOPIC if reason is Reason.UNKNOWN_TOPIC else topic), raw
-    overrides = _PER_FAMILY[reason].get(family)
     if overrides is None:
         raise KeyError(f"family {family!r} has no {reason.value} defect; it has {[k.value for k in kinds(family)]}")
     return topic, _dump(example(family, **overrides))

@@ -54,3 +54,25 @@ def classify_name(value: object, system: str, allowed: frozenset[str]) -> tuple[
             f"event_name {value!r} is from system {system_of(value)!r}; this family's system is {system!r}",
         )
     return Reason.UNKNOWN_EVENT_NAME, f"event_name {value!r} is not one of {sorted(allowed)}"
+
+
+def classify_open_name(value: str, reserved: dict[str, str]) -> tuple[Reason, str] | None:
+    """Why `value` cannot name an event of an open family (one without a fixed list); None if it can.
+
+    `reserved` maps the closed families' names to their family: those names mean one thing everywhere, so an
+    open family may not reuse them (unknown_event_name; the event belongs on its own family's topic).
+    """
+    if len(value) > MAX_EVENT_NAME_LENGTH:
+        return Reason.FIELD_TOO_LONG, f"event_name is {len(value)} characters, max {MAX_EVENT_NAME_LENGTH}"
+    if EVENT_NAME_RE.fullmatch(value) is None:
+        return (
+            Reason.BAD_EVENT_NAME,
+            f"event_name {value!r} breaks the naming rules: lowercase system.component.action[.note], "
+            "segments [a-z][a-z0-9_]*",
+        )
+    if value in reserved:
+        return (
+            Reason.UNKNOWN_EVENT_NAME,
+            f"event_name {value!r} is an event of family {reserved[value]!r}; send it to that family's topic",
+        )
+    return None

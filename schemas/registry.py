@@ -12,6 +12,7 @@ from schemas.credits import KuberCpuCreditEvent, KuberGpuCreditEvent, WkfCpuCred
 from schemas.envelope import Envelope
 from schemas.llm import LlmRequestEvent
 from schemas.pbac import PbacAccessEvent, PbacPolicyEvent, PbacServiceEvent
+from schemas.sdk import SdkMetricEvent
 from schemas.workflow import WkfTaskEvent
 from schemas.xumi import XumiLoadEvent, XumiTaskEvent
 
@@ -31,11 +32,17 @@ FAMILIES: dict[str, type[Envelope]] = {
         KuberCpuCreditEvent,
         KuberGpuCreditEvent,
         LlmRequestEvent,
+        SdkMetricEvent,
     )
 }
 
 # family -> its allowed event names (sorted tuples print and diff nicely; use the model's frozenset to test).
+# Empty for an open family (OPEN_NAMES: any well-formed name that is not another family's).
 EVENT_NAMES: dict[str, tuple[str, ...]] = {f: tuple(sorted(cls.EVENT_NAMES)) for f, cls in FAMILIES.items()}
+
+# event name -> its family, for every name of a closed family (each name belongs to exactly one family).
+EVENT_NAME_FAMILY: dict[str, str] = {name: f for f, names in EVENT_NAMES.items() for name in names}
+assert len(EVENT_NAME_FAMILY) == sum(map(len, EVENT_NAMES.values())), "an event name is in two families"
 
 # topic -> family, for every catalogue topic that carries a family (source topics).
 TOPIC_FAMILY: dict[str, str] = {t.name: t.family for t in CATALOGUE if t.family is not None}

@@ -75,10 +75,14 @@ def classify_error(exc: ValidationError, model: type[Envelope] | None = None) ->
         if named is not None:
             reason, message = named
             return reason, field, message
+    # Cross-field rules name their field in the error context; a sub-model's rule (loc = its path) names
+    # the field inside it, so the path is joined: context.ram_used_bytes.
+    ctx = first.get("ctx") or {}
+    rule_field = ctx.get("field") if isinstance(ctx.get("field"), str) else None
     if field is None:
-        ctx = first.get("ctx") or {}
-        field = ctx.get("field") if isinstance(ctx.get("field"), str) else None
-        return reason, field, message
+        return reason, rule_field, message
+    if rule_field is not None and reason is Reason.INCONSISTENT:
+        return reason, f"{field}.{rule_field}", f"{field}.{message}"
     return reason, field, f"{field}: {message}"
 
 

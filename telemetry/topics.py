@@ -42,6 +42,8 @@ CATALOGUE: tuple[Topic, ...] = (
     Topic("kuber_cpu", 3, Role.SOURCE, "kuber_cpu", "Kubernetes CPU credits"),
     Topic("kuber_gpu", 3, Role.SOURCE, "kuber_gpu", "Kubernetes GPU credits"),
     Topic("telemetry.events.v1", 12, Role.SOURCE, "llm_request", "LLM request events"),
+    Topic("telemetry.metrics.v1", 3, Role.SOURCE, "sdk_metric",
+          "Producer SDK metrics and milestones (seed 004): metric values, status, CPU / RAM / GPU context"),
     Topic("telemetry.dlq.v1", 3, Role.DLQ, None, "Rejected records: original bytes, source position, reason"),
     Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service"),
 )
@@ -51,6 +53,7 @@ SOURCE_TOPICS: tuple[str, ...] = tuple(t.name for t in CATALOGUE if t.role is Ro
 DLQ_TOPIC = "telemetry.dlq.v1"
 USAGE_TOPIC = "telemetry.usage.v1"
 LLM_TOPIC = "telemetry.events.v1"
+METRICS_TOPIC = "telemetry.metrics.v1"
 
 
 def topic(name: str) -> Topic:

@@ -69,10 +69,14 @@ def test_family_names_and_systems() -> None:
         "xumi_load": "xumi", "xumi_task": "xumi", "wkf_task": "wkf", "pbac_access": "pbac",
         "pbac_politics": "pbac", "pbac_service": "pbac", "asset_access": "asset", "asset_transfer": "asset",
         "wkf_cpu": "wkf", "wkf_gpu": "wkf", "kuber_cpu": "kuber", "kuber_gpu": "kuber", "llm_request": "llm",
+        "sdk_metric": "",  # open: any system
     }
     for family, cls in FAMILIES.items():
         assert cls.FAMILY == family
         names = schemas.EVENT_NAMES[family]
+        if cls.OPEN_NAMES:
+            assert names == () and not cls.EVENT_NAMES
+            continue
         assert names and set(names) == cls.EVENT_NAMES
         for name in names:
             assert is_well_formed(name) and name.split(".")[0] == cls.SYSTEM
@@ -94,6 +98,9 @@ def test_event_names_are_the_documented_ones() -> None:
 def test_examples_cover_every_event_name() -> None:
     for family, names in schemas.EVENT_NAMES.items():
         used = {e["event_name"] for e in EXAMPLES[family]}
+        if FAMILIES[family].OPEN_NAMES:
+            assert used and all(is_well_formed(n) and n not in schemas.EVENT_NAME_FAMILY for n in used)
+            continue
         assert used == set(names), f"{family}: no example for {set(names) - used}"
 
 
@@ -257,6 +264,31 @@ def test_event_name_rules(name: Any, reason: Reason | None) -> None:
         assert "event_name" in result.message
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("xumi.inference.metric", None),
+        ("trainer.loop.epoch_end", None),  # any system: SDK users name their own service
+        ("xumi.inference.model_load.start", None),  # with a note
+        ("xumi.inference.Model_load", Reason.BAD_EVENT_NAME),
+        ("xumi.inference", Reason.BAD_EVENT_NAME),
+        ("", Reason.BAD_EVENT_NAME),
+        ("xumi.task.started", Reason.UNKNOWN_EVENT_NAME),  # another family's name is reserved
+        ("llm.request.completed", Reason.UNKNOWN_EVENT_NAME),
+        ("xumi.inference." + "a" * 130, Reason.FIELD_TOO_LONG),
+        (7, Reason.WRONG_TYPE),
+        (None, Reason.MISSING_FIELD),
+    ],
+)
+def test_open_family_event_name_rules(name: Any, reason: Reason | None) -> None:
+    result = validate("telemetry.metrics.v1", dumps(example("sdk_metric", event_name=name)))
+    if reason is None:
+        assert isinstance(result, Valid)
+    else:
+        assert isinstance(result, Invalid) and (result.reason, result.field) == (reason, "event_name")
+        assert "event_name" in result.message
+
+
 def test_wrong_system_message_names_both_systems() -> None:
     reason, message = classify_name("pbac.task.queued", "xumi", FAMILIES["xumi_task"].EVENT_NAMES) or (None, "")
     assert reason is Reason.UNKNOWN_EVENT_NAME and "'pbac'" in message and "'xumi'" in message
@@ -336,6 +368,12 @@ REASON_CASES: list[tuple[Reason, str, bytes, str | None]] = [
     (Reason.FIELD_TOO_LONG, "xumi_task", dumps(example("xumi_task", host_name="h" * 254)), "host_name"),
     (Reason.CARDINALITY, "xumi_task", dumps(example("xumi_task", labels={str(i): "v" for i in range(17)})),
      "labels"),
+    (Reason.CARDINALITY, "telemetry.metrics.v1", dumps(example("sdk_metric", 1, metrics={f"m{i}": 1 for i in range(33)})),
+     "metrics"),
+    (Reason.OUT_OF_RANGE, "telemetry.metrics.v1", dumps(example("sdk_metric", 1, metrics={"m": -2.0**61})),
+     "metrics.m"),
+    (Reason.OUT_OF_RANGE, "telemetry.metrics.v1",
+     dumps(example("sdk_metric", context={"cpu_percent": 100.5})), "context.cpu_percent"),
     (Reason.INCONSISTENT, LLM_TOPIC, dumps(example("llm_request", 1, error_type=None)), "error_type"),
 ]
 
@@ -388,6 +426,12 @@ INCONSISTENT_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("kuber_gpu", {"resource": "cpu"}, "resource"),
     ("llm_request", {"error_type": "boom"}, "error_type"),
     ("llm_request", {"status": "rate_limited"}, "error_type"),
+    ("sdk_metric", {"value": None}, "value"),
+    ("sdk_metric", {"metric": None}, "metric"),
+    ("sdk_metric", {"index": 1, "metrics": {}}, "metric"),  # *.metric carrying nothing
+    ("sdk_metric", {"index": 1, "context": {"ram_used_bytes": 2, "ram_total_bytes": 1}}, "context.ram_used_bytes"),
+    ("sdk_metric", {"context": {"gpus": [{"index": 0, "name": "g", "memory_used_bytes": 2,
+                                          "memory_total_bytes": 1}]}}, "context.gpus.0.memory_used_bytes"),
 ]
 
 
@@ -500,7 +544,8 @@ def _random_value(rng: random.Random, field: Any, current: Any) -> Any:
     """A random value of the field's type within its bounds, or `current` for fields we must not vary."""
     ann = field.annotation
     args = typing.get_args(ann)
-    if typing.get_origin(ann) is typing.Literal or current is None or isinstance(current, dict):
+    literal = typing.get_origin(ann) is typing.Literal or any(typing.get_origin(a) is typing.Literal for a in args)
+    if literal or current is None or isinstance(current, (dict, list)):
         return current  # event names, enums, and conditional (null) fields keep the example's choice
     if isinstance(current, bool):
         return rng.random() < 0.5
@@ -525,6 +570,8 @@ def random_event(rng: random.Random, family: str) -> dict[str, Any]:
     data = example(family, rng.randrange(len(EXAMPLES[family])))
     for name, field in cls.model_fields.items():
         if name in {"event_id", "ts", "labels"} or name not in data:
+            continue
+        if name == "event_name":  # a closed family's is a Literal; an open family's must stay well-formed
             continue
         if name == "k8s_node" and data[name] is not None:
             data[name] = "node-" + str(rng.randrange(10**6))

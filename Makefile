@@ -7,7 +7,10 @@ SHELL := /bin/bash
 
 PYTHON_BOOT ?= python3.11
 TELEMETRY_CACHE ?= $(HOME)/.cache/ai-telemetry
-DEPS_HASH := $(shell sha256sum pyproject.toml | cut -c1-12)
+# The venv is keyed by the dependency pins alone, so editing other parts of pyproject.toml keeps it.
+DEPS_LIST := $(PYTHON_BOOT) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))"
+DEPS_HASH := $(shell $(DEPS_LIST) | sha256sum | cut -c1-12)
 VENV := $(TELEMETRY_CACHE)/venv-$(DEPS_HASH)
 PY := $(VENV)/bin/python
 POM_HASH := $(shell sha256sum pom.xml | cut -c1-12)
@@ -40,11 +43,10 @@ system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), Go for M
 
 venv: $(VENV)/.installed ## Python venv with the pinned packages (outside the repo, shared by clones)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed:
 	@echo "==> creating $(VENV) (first time: several minutes, ~1.5 GB)"
 	$(PYTHON_BOOT) -m venv $(VENV)
-	$(PYTHON_BOOT) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	$(DEPS_LIST) > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install -q -r $(VENV)/requirements.txt
 	touch $@
 

@@ -16,9 +16,10 @@ README = settings.REPO_ROOT / "README.md"
 
 
 def topics_table() -> str:
-    lines = ["| topic | partitions | role | family | carries |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| topic | partitions | role | family / table | carries |", "| --- | --- | --- | --- | --- |"]
     for t in topics.CATALOGUE:
-        lines.append(f"| `{t.name}` | {t.partitions} | {t.role.value} | {t.family or ''} | {t.description} |")
+        target = t.family or (f"table {t.table}" if t.table else "")
+        lines.append(f"| `{t.name}` | {t.partitions} | {t.role.value} | {target} | {t.description} |")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ class Role(str, Enum):
     SOURCE = "source"  # raw events from the platform's producers
     DLQ = "dlq"  # records the job rejected, with a reason
     OUTPUT = "output"  # facts the job publishes for other services
+    CLICKHOUSE = "clickhouse"  # rows the job commits (exactly-once) for the loader to insert into one table
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Topic:
     role: Role
     family: str | None  # the event family in schemas/ that a source topic carries
     description: str
+    table: str | None = None  # the ClickHouse table the loader fills from it (JSONEachRow values)
 
 
 # Partition counts are sized for a 2-core dev box yet leave room for parallelism 2-6 in production;
@@ -44,8 +46,18 @@ CATALOGUE: tuple[Topic, ...] = (
     Topic("telemetry.events.v1", 12, Role.SOURCE, "llm_request", "LLM request events"),
     Topic("telemetry.metrics.v1", 3, Role.SOURCE, "sdk_metric",
           "Producer SDK metrics and milestones (seed 004): metric values, status, CPU / RAM / GPU context"),
-    Topic("telemetry.dlq.v1", 3, Role.DLQ, None, "Rejected records: original bytes, source position, reason"),
+    Topic("telemetry.dlq.v1", 3, Role.DLQ, None, "Rejected records: original bytes, source position, reason",
+          table="dlq_events"),
     Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service"),
+)
+
+CATALOGUE += (
+    Topic("telemetry.ch.usage.v1", 6, Role.CLICKHOUSE, None, "Usage window deltas", table="usage_10s"),
+    Topic("telemetry.ch.audit.v1", 3, Role.CLICKHOUSE, None, "Audit log rows", table="audit_log"),
+    Topic("telemetry.ch.tasks.v1", 3, Role.CLICKHOUSE, None, "Task facts, enriched", table="task_facts"),
+    Topic("telemetry.ch.late.v1", 1, Role.CLICKHOUSE, None, "Events past the allowed lateness", table="late_events"),
+    Topic("telemetry.ch.ingest.v1", 1, Role.CLICKHOUSE, None, "Ingest counters per window and topic",
+          table="ingest_stats_10s"),
 )
 
 BY_NAME: dict[str, Topic] = {t.name: t for t in CATALOGUE}
@@ -53,6 +65,8 @@ SOURCE_TOPICS: tuple[str, ...] = tuple(t.name for t in CATALOGUE if t.role is Ro
 DLQ_TOPIC = "telemetry.dlq.v1"
 USAGE_TOPIC = "telemetry.usage.v1"
 LLM_TOPIC = "telemetry.events.v1"
+# What the ClickHouse loader consumes (read_committed) and the table each one fills.
+LOADER_TOPICS: dict[str, str] = {t.name: t.table for t in CATALOGUE if t.table is not None}
 METRICS_TOPIC = "telemetry.metrics.v1"
 
 

@@ -18,6 +18,7 @@ def test_catalogue_has_seed_and_platform_topics():
 def test_source_topics_name_a_family_and_others_do_not():
     for t in topics.CATALOGUE:
         assert (t.family is not None) == (t.role is topics.Role.SOURCE), t
+        assert (t.table is not None) == (t.role in (topics.Role.CLICKHOUSE, topics.Role.DLQ)), t
         assert t.partitions >= 1
 
 

@@ -102,3 +102,13 @@ def stack(stack_env: dict[str, str]) -> Settings:
     if result.returncode != 0:
         pytest.fail(f"the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
     return settings.load(stack_env)
+
+
+@pytest.fixture(scope="session")
+def kafka_url(stack_env: dict[str, str]) -> str:
+    """Bootstrap URL of the test stack's broker, starting only Kafka (`up` creates the catalogue's topics)."""
+    result = run_stack(stack_env, "up", "kafka")
+    if result.returncode != 0:
+        pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
+                    f"{result.stderr}")
+    return settings.load(stack_env).kafka_direct_url

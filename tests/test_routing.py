@@ -7,21 +7,14 @@ import base64
 import json
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
 from telemetry import routing
 from telemetry.settings import REPO_ROOT
 from telemetry.simulator.producer import read_jsonl
-
-GROUP_TOPICS = {
-    "llm": {"telemetry.events.v1"},
-    "loads": {"xumi_load"},
-    "credits": {"wkf_cpu", "wkf_gpu", "kuber_cpu", "kuber_gpu"},
-    "audit": {"pbac_access", "pbac_politics", "pbac_service", "asset_access", "asset_transfer"},
-}
-
+from tests.truth_compare import GROUP_TOPICS, expected, summed
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
@@ -61,23 +54,10 @@ def test_rejections_and_duplicates_match_the_truth(simulated):
 def test_window_sums_match_the_truth(simulated, group):
     records, truth = simulated
     rows, _, _ = routed(records)
-    spec = truth["windows"][group]
-    dims = spec["key"][1:]
-    errors_by_type = [m for m in spec["metrics"] if m.startswith("err_")]
-    plain = [m for m in spec["metrics"] if not m.startswith("err_")]
-    expected = {tuple(r[: len(spec["key"])]): dict(zip(spec["metrics"], r[len(spec["key"]):])) for r in spec["rows"]}
-    actual: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(spec["metrics"], 0))
-    for row in rows:
-        if row["topic"] not in GROUP_TOPICS[group]:
-            continue
-        acc = actual[(row["window_start_ms"], *(row[d] for d in dims))]
-        for m in plain:
-            acc[m] += row[m]
-        if row["error_type"] and errors_by_type:
-            acc[f"err_{row['error_type']}"] += 1
-    assert expected  # the simulator made rows for this group
+    want = expected(truth, group)
+    assert want  # the simulator made rows for this group
     # A load's start event lands in its window with zeros (it counts in ingest, not in usage); the truth has no row.
-    assert {k: dict(v) for k, v in actual.items() if any(v.values())} == expected
+    assert summed(truth, group, (r for r in rows if r["topic"] in GROUP_TOPICS[group])) == want
 
 
 def test_dlq_record_keeps_the_bytes_and_position():

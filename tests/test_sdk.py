@@ -453,18 +453,6 @@ def test_async_kafka_rest_uses_aiohttp_against_the_proxy(tmp_path: Path) -> None
 # --- real Kafka ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kafka_url(stack_env: dict[str, str]) -> str:
-    """The test stack's broker (only Kafka is started here; the catalogue's topics are created by `up`)."""
-    from tests.fixtures_stack import run_stack  # here, after conftest's pytest_plugins registered (and rewrote) it
-
-    result = run_stack(stack_env, "up", "kafka")
-    if result.returncode != 0:
-        pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
-                    f"{result.stderr}")
-    return settings_mod.load(stack_env).kafka_direct_url
-
-
 def consume(bootstrap: str, topics: list[str], event_ids: set[str], timeout: float = 60.0) -> dict[str, Any]:
     """event_id -> Kafka message for the given ids, read from the start of the topics."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-sdk-{uuid.uuid4()}",

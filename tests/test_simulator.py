@@ -356,18 +356,6 @@ def test_restricted_malformed_kinds_are_the_only_ones_injected():
 # --- a real Kafka broker ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kafka_url(stack_env: dict[str, str]) -> str:
-    """The test stack's broker (only Kafka is started here; `up` creates the catalogue's topics)."""
-    from tests.fixtures_stack import run_stack  # here, after conftest's pytest_plugins registered (and rewrote) it
-
-    result = run_stack(stack_env, "up", "kafka")
-    if result.returncode != 0:
-        pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
-                    f"{result.stderr}")
-    return stack_env["KAFKA_DIRECT_URL"]
-
-
 def _end_offset(consumer: Any, tp: Any) -> int:
     """High watermark of a partition; a just-started broker may still be electing leaders, so retry a while."""
     from confluent_kafka import KafkaException

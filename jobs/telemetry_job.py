@@ -1,0 +1,185 @@
+"""The streaming job: Kafka -> validate / route (one Python hop) -> DLQ, dedup, raw Parquet lake, audit rows,
+and usage deltas per event-time window, all written exactly-once (Kafka transactions, checkpointed files).
+
+ClickHouse rows leave through internal Kafka topics (telemetry/topics.py LOADER_TOPICS) that the loader inserts
+exactly once; PyFlink offers a Python sink no checkpoint hook, so this is the only exactly-once path.
+Submit with `flink run -py jobs/telemetry_job.py -pyfs <repo>` or run locally with `python -m jobs.telemetry_job`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import site
+import sys
+
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import Schema, StreamTableEnvironment
+
+from telemetry import __version__, routing, topics
+from telemetry import settings as cfg
+from telemetry.settings import REPO_ROOT
+from udfs.route import DLQ_TAG, LATE_TAG, SIDE_ROW_TYPE, WIDE_ROW_TYPE, Route
+
+USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    s = cfg.load()
+    p = argparse.ArgumentParser(prog="telemetry_job", description=__doc__.splitlines()[0])
+    p.add_argument("--bootstrap", default=s.kafka_direct_url, help="Kafka bootstrap servers (KAFKA_DIRECT_URL)")
+    p.add_argument("--group-id", default="telemetry-job", help="Kafka consumer group (default telemetry-job)")
+    p.add_argument("--startup-mode", default="group-offsets",
+                   choices=["earliest-offset", "latest-offset", "group-offsets"],
+                   help="where to start without a checkpoint; group-offsets falls back to earliest")
+    p.add_argument("--topics", default=",".join(topics.SOURCE_TOPICS), help="comma-separated source topics")
+    p.add_argument("--lake-uri", default=s.effective_lake_uri, help="raw lake root: a path or s3://bucket/prefix")
+    p.add_argument("--checkpoint-interval-ms", type=int, default=2000,
+                   help="checkpoint interval; Kafka transactions and lake files commit on each (default 2000)")
+    p.add_argument("--out-of-orderness-ms", type=int, default=5000, help="watermark delay behind the newest ts")
+    p.add_argument("--allowed-lateness-ms", type=int, default=600_000,
+                   help="after a window closes by watermark, how long late events still correct it (default 10 min)")
+    p.add_argument("--slice-ms", type=int, default=1000,
+                   help="how often window deltas are emitted, in processing time (default 1000)")
+    p.add_argument("--dedup-ttl-ms", type=int, default=600_000, help="how long an event_id is remembered (default 10 min)")
+    p.add_argument("--bounded", action="store_true",
+                   help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever")
+    p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
+    p.add_argument("--parallelism", type=int, default=1)
+    p.add_argument("--job-version", default=__version__)
+    p.add_argument("--jars", default="", help="extra jar URLs (file://...;...) for a local run outside the session cluster")
+    return p.parse_args(argv)
+
+
+def kafka_sink_ddl(name: str, topic: str, bootstrap: str, columns: str, fmt: str = "json") -> str:
+    # Transactions commit on checkpoint; transaction.timeout.ms stays below the broker's 15 min maximum.
+    return f"""CREATE TEMPORARY TABLE {name} ({columns}) WITH (
+        'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+        'format' = '{fmt}', 'sink.delivery-guarantee' = 'exactly-once',
+        'sink.transactional-id-prefix' = 'telemetry-{name}', 'properties.transaction.timeout.ms' = '600000')"""
+
+
+def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: argparse.Namespace) -> None:
+    out_of_order_s = a.out_of_orderness_ms / 1000
+    t_env.execute_sql(f"""CREATE TEMPORARY TABLE kafka_in (
+        payload BYTES,
+        topic STRING METADATA FROM 'topic' VIRTUAL,
+        `partition` INT METADATA FROM 'partition' VIRTUAL,
+        `offset` BIGINT METADATA FROM 'offset' VIRTUAL,
+        kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+        WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{out_of_order_s}' SECOND
+    ) WITH (
+        'connector' = 'kafka', 'topic' = '{a.topics.replace(",", ";")}',
+        'properties.bootstrap.servers' = '{a.bootstrap}', 'properties.group.id' = '{a.group_id}',
+        'properties.isolation.level' = 'read_committed',
+        'scan.startup.mode' = '{a.startup_mode}', 'properties.auto.offset.reset' = 'earliest',
+        {"'scan.bounded.mode' = 'latest-offset'," if a.bounded else ""}
+        'format' = 'raw')""")
+    # kafka_ts stays in the row so to_data_stream stamps each element with it (Route reads ctx.timestamp()).
+    raw = t_env.to_data_stream(t_env.sql_query("SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in"))
+    routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms), output_type=WIDE_ROW_TYPE)
+              .name("validate and route").uid("validate-route"))
+    dlq = routed.get_side_output(DLQ_TAG)
+    late = routed.get_side_output(LATE_TAG)
+
+    valid = t_env.from_data_stream(
+        routed,
+        Schema.new_builder()
+        .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+        .column_by_expression("pt", "PROCTIME()")
+        .watermark("rowtime", "SOURCE_WATERMARK()")
+        .build())
+    t_env.create_temporary_view("valid", valid)
+    t_env.create_temporary_view("unique_events", t_env.sql_query(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt) AS rn FROM `valid`) WHERE rn = 1"))
+    side = Schema.new_builder().column("topic", "STRING").column("record", "STRING").build()
+    t_env.create_temporary_view("dlq_rows", t_env.from_data_stream(dlq, side))
+    t_env.create_temporary_view("late_rows", t_env.from_data_stream(late, side))
+
+    stmt = t_env.create_statement_set()
+    t_env.execute_sql(kafka_sink_ddl("dlq_sink", topics.DLQ_TOPIC, a.bootstrap, "record STRING", fmt="raw"))
+    stmt.add_insert_sql("INSERT INTO dlq_sink SELECT record FROM dlq_rows")
+    t_env.execute_sql(kafka_sink_ddl("late_sink", "telemetry.ch.late.v1", a.bootstrap, "record STRING", fmt="raw"))
+    stmt.add_insert_sql("INSERT INTO late_sink SELECT record FROM late_rows")
+
+    dims = ", ".join(routing.DIMS)
+    sums = ",\n        ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
+    sum_cols = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
+    dim_cols = ", ".join(f"{d} STRING" for d in routing.DIMS)
+    t_env.execute_sql(kafka_sink_ddl(
+        "usage_sink", "telemetry.ch.usage.v1", a.bootstrap,
+        f"window_start BIGINT, {dim_cols}, {sum_cols}, latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>"))
+    # Deltas: per processing-time slice, what the slice's events add to each event-time window and key. Every
+    # delta is written once, so ClickHouse sums them exactly, late corrections included.
+    stmt.add_insert_sql(f"""INSERT INTO usage_sink
+        SELECT window_start_ms / 1000, {dims},
+        {sums},
+        COLLECT(CAST(latency_bucket AS STRING)) FILTER (WHERE latency_bucket IS NOT NULL),
+        COLLECT(error_type) FILTER (WHERE error_type IS NOT NULL)
+        FROM TABLE(TUMBLE(TABLE unique_events, DESCRIPTOR(pt), INTERVAL '{a.slice_ms / 1000}' SECOND))
+        GROUP BY window_start, window_end, window_start_ms, {dims}""")
+
+    audit_topics = ", ".join(f"'{t}'" for t in sorted(routing.AUDIT_TOPICS))
+    t_env.execute_sql(kafka_sink_ddl(
+        "audit_sink", "telemetry.ch.audit.v1", a.bootstrap,
+        "event_id STRING, ts STRING, topic STRING, event_name STRING, tenant_id STRING, department_id STRING, "
+        "project_id STRING, user_id STRING, node_id STRING, host_name STRING, subject STRING, action STRING, "
+        "resource STRING, decision STRING, policy_id STRING, details STRING"))
+    stmt.add_insert_sql(f"""INSERT INTO audit_sink
+        SELECT event_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd HH:mm:ss.SSS'), topic, event_name,
+               tenant_id, department_id, project_id, user_id, node_id, host_name, subject, action, resource,
+               decision, policy_id, event_json
+        FROM unique_events WHERE topic IN ({audit_topics})""")
+
+    t_env.execute_sql(f"""CREATE TEMPORARY TABLE lake (
+        event_id STRING, event_name STRING, ts TIMESTAMP(3), tenant_id STRING, department_id STRING,
+        project_id STRING, user_id STRING, node_id STRING, host_name STRING, vm_type STRING, payload STRING,
+        topic STRING, `date` STRING, `hour` STRING
+    ) PARTITIONED BY (topic, `date`, `hour`) WITH (
+        'connector' = 'filesystem', 'path' = '{a.lake_uri}', 'format' = 'parquet',
+        'sink.partition-commit.policy.kind' = 'success-file')""")
+    stmt.add_insert_sql("""INSERT INTO lake
+        SELECT event_id, event_name, CAST(TO_TIMESTAMP_LTZ(ts_ms, 3) AS TIMESTAMP(3)), tenant_id, department_id,
+               project_id, user_id, node_id, host_name, vm_type, event_json, topic,
+               DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd'), DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'HH')
+        FROM unique_events""")
+    stmt.attach_as_datastream()
+
+
+def expose_site_packages() -> None:
+    """Thread mode runs Python inside the JVM (pemja), which sees the base interpreter's paths, not this venv's:
+    hand them over through PYTHONPATH before the local JVM starts."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for path in (str(REPO_ROOT), *site.getsitepackages()):
+        if path not in paths:
+            paths.append(path)
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    expose_site_packages()
+    conf = Configuration()
+    conf.set_string("python.execution-mode", "thread")
+    # Without it Python operators run on whatever `python` is on PATH, which lacks pyflink / pemja outside a venv.
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("table.local-time-zone", "UTC")
+    conf.set_string("table.exec.source.idle-timeout", "5 s")
+    conf.set_string("table.exec.state.ttl", f"{a.dedup_ttl_ms} ms")
+    conf.set_string("execution.checkpointing.interval", f"{a.checkpoint_interval_ms} ms")
+    conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
+    if a.no_restart:
+        conf.set_string("restart-strategy.type", "none")
+    if a.jars:
+        conf.set_string("pipeline.jars", a.jars)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(a.parallelism)
+    t_env = StreamTableEnvironment.create(env)
+    build(env, t_env, a)
+    env.execute("telemetry")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,8 +9,6 @@ Submit with `flink run -py jobs/telemetry_job.py -pyfs <repo>` or run locally wi
 from __future__ import annotations
 
 import argparse
-import os
-import site
 import sys
 
 from pyflink.common import Configuration
@@ -19,7 +17,7 @@ from pyflink.table import Schema, StreamTableEnvironment
 
 from telemetry import __version__, routing, topics
 from telemetry import settings as cfg
-from telemetry.settings import REPO_ROOT
+from udfs.python_env import expose_site_packages
 from udfs.route import DLQ_TAG, LATE_TAG, SIDE_ROW_TYPE, WIDE_ROW_TYPE, Route
 
 USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
@@ -145,16 +143,6 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
                DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd'), DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'HH')
         FROM unique_events""")
     stmt.attach_as_datastream()
-
-
-def expose_site_packages() -> None:
-    """Thread mode runs Python inside the JVM (pemja), which sees the base interpreter's paths, not this venv's:
-    hand them over through PYTHONPATH before the local JVM starts."""
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    for path in (str(REPO_ROOT), *site.getsitepackages()):
-        if path not in paths:
-            paths.append(path)
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 def main(argv: list[str] | None = None) -> int:

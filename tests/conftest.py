@@ -12,6 +12,10 @@ from typing import Iterator
 import pytest
 
 from telemetry.settings import REPO_ROOT
+from udfs.python_env import expose_site_packages
+
+# Flink mini-clusters started by tests run thread-mode Python inside the JVM: it must see this venv.
+expose_site_packages()
 
 # The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`; registered here, once, so pytest
 # rewrites its asserts.

@@ -1,0 +1,51 @@
+"""Prometheus enrichment as a PyFlink AsyncFunction over FACT_ROW_TYPE rows, and the helper that adds it to a
+job. PyFlink refuses AsyncFunction in thread mode, so `add_enrichment` switches the environment's
+python.execution-mode to process while the async operator is added and restores it after (see its docstring).
+"""
+
+from __future__ import annotations
+
+from pyflink.common import Row, Time
+from pyflink.datastream import AsyncDataStream, AsyncFunction, DataStream, RuntimeContext
+from pyflink.util.java_utils import get_j_env_configuration
+
+from telemetry.enrichment import UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
+from udfs.lifecycle import FACT_ROW_TYPE, to_fact, to_row
+
+EXECUTION_MODE = "python.execution-mode"
+
+
+class PrometheusEnrichment(AsyncFunction):
+    """Enrich one task fact; a fact whose lookups outlast Flink's timeout is still emitted, as unavailable."""
+
+    def __init__(self, cfg: EnrichmentConfig | None = None) -> None:
+        self.cfg = cfg  # None: from the worker's environment (PROMETHEUS_URL, ENRICH_*)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.enricher = PrometheusEnricher(self.cfg or load_config())
+
+    async def async_invoke(self, value: Row) -> list[Row]:
+        return [to_row(await self.enricher.enrich(to_fact(value)))]
+
+    def timeout(self, value: Row) -> list[Row]:
+        fact = to_fact(value)
+        return [to_row({**fact, "enrichment_status": UNAVAILABLE, "version": fact["version"] | 1})]
+
+
+def add_enrichment(facts: DataStream, function: PrometheusEnrichment, timeout_s: float = 30.0,
+                   capacity: int = 100) -> DataStream:
+    """facts -> enriched facts (unordered). The async operator is created in process mode whatever the job's
+    mode: PyFlink reads python.execution-mode from the environment's configuration as each operator is added,
+    so the rest of the job keeps its own (thread) mode. timeout_s should exceed the enricher's worst case,
+    (retries + 1) x timeout_s + backoff."""
+    conf = get_j_env_configuration(facts.get_execution_environment()._j_stream_execution_environment)
+    previous = conf.toMap().get(EXECUTION_MODE)
+    conf.setString(EXECUTION_MODE, "process")
+    try:
+        return AsyncDataStream.unordered_wait(facts, function, Time.milliseconds(int(timeout_s * 1000)),
+                                              capacity, output_type=FACT_ROW_TYPE)
+    finally:
+        if previous is None:
+            conf.removeKey(EXECUTION_MODE)
+        else:
+            conf.setString(EXECUTION_MODE, previous)

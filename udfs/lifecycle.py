@@ -1,0 +1,61 @@
+"""The lifecycle join as a KeyedProcessFunction keyed by task_id: telemetry.lifecycle in a ValueState (its JSON
+text) with its deadlines as event-time timers. Input: the canonical JSON (str) of a valid xumi_task, xumi_load
+or wkf_task event. Output: FACT_ROW_TYPE, a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from telemetry.lifecycle import FACT_COLUMNS, JAVA_LONG_MAX, LifecycleConfig, Result, TaskState, expire, step
+
+FACT_NAMES = [name for name, _ in FACT_COLUMNS]
+_FLINK_TYPES = {str: Types.STRING(), int: Types.LONG(), float: Types.DOUBLE()}
+FACT_ROW_TYPE = Types.ROW_NAMED(FACT_NAMES, [_FLINK_TYPES[kind] for _, kind in FACT_COLUMNS])
+
+
+def to_row(fact: Mapping[str, Any]) -> Row:
+    return Row(*(fact[name] for name in FACT_NAMES))
+
+
+def to_fact(row: Row) -> dict[str, Any]:
+    return dict(zip(FACT_NAMES, row))
+
+
+class LifecycleJoin(KeyedProcessFunction):
+    """Key the input by task_id before this function (events without one never reach it)."""
+
+    def __init__(self, cfg: LifecycleConfig = LifecycleConfig()) -> None:
+        self.cfg = cfg
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # The JSON as a STRING: a BYTE array state reads back as a TypeError when empty in thread mode (PyFlink 2.2.1)
+        self.state = runtime_context.get_state(ValueStateDescriptor("lifecycle", Types.STRING()))
+
+    def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+        timers = ctx.timer_service()
+        yield from self._keep(step(self._load(), json.loads(value), timers.current_watermark(), self.cfg), timers)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
+        result = expire(self._load(), timestamp, ctx.get_current_key(), self.cfg)
+        yield from self._keep(result, ctx.timer_service())
+
+    def _load(self) -> TaskState | None:
+        raw = self.state.value()
+        return TaskState.from_bytes(raw) if raw else None
+
+    def _keep(self, result: Result, timers: Any) -> Iterable[Row]:
+        state, facts, timer = result
+        if state is None:
+            self.state.clear()
+        else:
+            self.state.update(state.to_bytes().decode())
+        # Earlier timers are not deleted: when they fire, expire() finds nothing due and re-arms the next one.
+        if timer is not None:
+            timers.register_event_time_timer(min(timer, JAVA_LONG_MAX))
+        return [to_row(f) for f in facts]

@@ -35,11 +35,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lake-uri", default=s.effective_lake_uri, help="raw lake root: a path or s3://bucket/prefix")
     p.add_argument("--checkpoint-interval-ms", type=int, default=2000,
                    help="checkpoint interval; Kafka transactions and lake files commit on each (default 2000)")
+    p.add_argument("--checkpoint-dir", default=(s.state_dir / "flink" / "job-checkpoints").as_uri(),
+                   help="checkpoint storage URI (file:// or s3://); default under the state dir")
     p.add_argument("--out-of-orderness-ms", type=int, default=5000, help="watermark delay behind the newest ts")
     p.add_argument("--allowed-lateness-ms", type=int, default=600_000,
                    help="after a window closes by watermark, how long late events still correct it (default 10 min)")
     p.add_argument("--slice-ms", type=int, default=1000,
-                   help="how often window deltas are emitted, in processing time (default 1000)")
+                   help="window deltas are emitted per slice of record time this long, when the watermark passes "
+                        "it (default 1000; must divide 10000)")
     p.add_argument("--dedup-ttl-ms", type=int, default=600_000, help="how long an event_id is remembered (default 10 min)")
     p.add_argument("--bounded", action="store_true",
                    help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever")
@@ -76,7 +79,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         'format' = 'raw')""")
     # kafka_ts stays in the row so to_data_stream stamps each element with it (Route reads ctx.timestamp()).
     raw = t_env.to_data_stream(t_env.sql_query("SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in"))
-    routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms), output_type=WIDE_ROW_TYPE)
+    routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms, a.slice_ms), output_type=WIDE_ROW_TYPE)
               .name("validate and route").uid("validate-route"))
     dlq = routed.get_side_output(DLQ_TAG)
     late = routed.get_side_output(LATE_TAG)
@@ -91,6 +94,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     t_env.create_temporary_view("valid", valid)
     t_env.create_temporary_view("unique_events", t_env.sql_query(
         "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt) AS rn FROM `valid`) WHERE rn = 1"))
+    t_env.create_temporary_view("on_time_events", t_env.sql_query("SELECT * FROM unique_events WHERE correction = 0"))
     side = Schema.new_builder().column("topic", "STRING").column("record", "STRING").build()
     t_env.create_temporary_view("dlq_rows", t_env.from_data_stream(dlq, side))
     t_env.create_temporary_view("late_rows", t_env.from_data_stream(late, side))
@@ -105,18 +109,29 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     sums = ",\n        ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
     sum_cols = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
     dim_cols = ", ".join(f"{d} STRING" for d in routing.DIMS)
-    t_env.execute_sql(kafka_sink_ddl(
-        "usage_sink", "telemetry.ch.usage.v1", a.bootstrap,
-        f"window_start BIGINT, {dim_cols}, {sum_cols}, latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>"))
-    # Deltas: per processing-time slice, what the slice's events add to each event-time window and key. Every
-    # delta is written once, so ClickHouse sums them exactly, late corrections included.
+    usage_cols = f"window_start BIGINT, {dim_cols}, {sum_cols}, "
+    t_env.execute_sql(kafka_sink_ddl("usage_sink", "telemetry.ch.usage.v1", a.bootstrap,
+                                     usage_cols + "latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>"))
+    # Deltas: per slice of record time, what the slice's events add to each event-time window and key. Slices
+    # fire by watermark, so a bounded run's end (the final watermark) fires them all, and each delta is written
+    # once: ClickHouse sums them exactly.
     stmt.add_insert_sql(f"""INSERT INTO usage_sink
         SELECT window_start_ms / 1000, {dims},
         {sums},
         COLLECT(CAST(latency_bucket AS STRING)) FILTER (WHERE latency_bucket IS NOT NULL),
         COLLECT(error_type) FILTER (WHERE error_type IS NOT NULL)
-        FROM TABLE(TUMBLE(TABLE unique_events, DESCRIPTOR(pt), INTERVAL '{a.slice_ms / 1000}' SECOND))
+        FROM TABLE(TUMBLE(TABLE on_time_events, DESCRIPTOR(rowtime), INTERVAL '{a.slice_ms / 1000}' SECOND))
         GROUP BY window_start, window_end, window_start_ms, {dims}""")
+    # Events whose slice had already fired (late, yet within the allowed lateness): one delta each.
+    t_env.execute_sql(kafka_sink_ddl("correction_sink", "telemetry.ch.usage.v1", a.bootstrap,
+                                     usage_cols + "latency_hist MAP<STRING, BIGINT>, errors_by_type MAP<STRING, BIGINT>"))
+    metric_cols = ", ".join(USAGE_SUMS)
+    stmt.add_insert_sql(f"""INSERT INTO correction_sink
+        SELECT window_start_ms / 1000, {dims}, {metric_cols},
+        CASE WHEN latency_bucket IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>)
+             ELSE MAP[CAST(latency_bucket AS STRING), CAST(1 AS BIGINT)] END,
+        CASE WHEN error_type IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[error_type, CAST(1 AS BIGINT)] END
+        FROM unique_events WHERE correction = 1""")
 
     audit_topics = ", ".join(f"'{t}'" for t in sorted(routing.AUDIT_TOPICS))
     t_env.execute_sql(kafka_sink_ddl(
@@ -157,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     conf.set_string("table.exec.state.ttl", f"{a.dedup_ttl_ms} ms")
     conf.set_string("execution.checkpointing.interval", f"{a.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
+    conf.set_string("execution.checkpointing.storage", "filesystem")
+    conf.set_string("execution.checkpointing.dir", a.checkpoint_dir)
     if a.no_restart:
         conf.set_string("restart-strategy.type", "none")
     if a.jars:

@@ -1,8 +1,5 @@
 """The streaming job on a real Kafka broker and a Flink mini-cluster: a simulator run in, then every output
-checked against the ground truth: DLQ by reason, the raw Parquet lake, the audit rows.
-
-Usage window deltas are not asserted yet: processing-time slices still pending when a bounded run ends are
-never fired, so the last slice can be missing (see the issue note); tests/truth_compare.py is ready for it."""
+checked against the ground truth: DLQ by reason, the raw Parquet lake, audit rows, usage window deltas summed."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from telemetry import routing
 from telemetry.settings import REPO_ROOT
+from tests.truth_compare import GROUP_TOPICS, expected, summed
 
 pytestmark = pytest.mark.stack
 
@@ -48,13 +46,15 @@ def drain(bootstrap: str, topic: str) -> list[bytes]:
 def job_run(kafka_url: str, stack_env: dict[str, str], tmp_path_factory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("job")
     truth_path, lake = work / "truth.json", work / "lake"
-    subprocess.run([sys.executable, "-m", "telemetry.simulator", "--seed", "5", "--events", "20000", "--max-speed",
-                    "--start", "2026-11-25T00:00:00Z", "--bootstrap", kafka_url, "--truth", str(truth_path)],
-                   check=True, cwd=REPO_ROOT, env=stack_env, capture_output=True)
+    sim = subprocess.run([sys.executable, "-m", "telemetry.simulator", "--seed", "5", "--events", "20000",
+                          "--max-speed", "--start", "2026-11-25T00:00:00Z", "--bootstrap", kafka_url,
+                          "--truth", str(truth_path)], cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True)
+    assert sim.returncode == 0, sim.stderr[-3000:]
     jars = ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
     done = subprocess.run([sys.executable, "-m", "jobs.telemetry_job", "--bounded", "--no-restart",
                            "--startup-mode", "earliest-offset", "--group-id", "test-job", "--bootstrap", kafka_url,
-                           "--lake-uri", f"file://{lake}", "--jars", jars],
+                           "--lake-uri", f"file://{lake}", "--checkpoint-dir", f"file://{work / 'checkpoints'}",
+                           "--jars", jars],
                           cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"truth": json.loads(truth_path.read_text()), "lake": lake, "bootstrap": kafka_url}
@@ -71,6 +71,17 @@ def test_lake_holds_each_valid_event_once_per_topic(job_run):
     per_topic = Counter(table.column("topic").to_pylist())
     assert dict(per_topic) == {t: v["valid"] for t, v in job_run["truth"]["topics"].items() if v["valid"]}
     assert len(set(table.column("event_id").to_pylist())) == table.num_rows
+
+
+@pytest.mark.parametrize("group", sorted(GROUP_TOPICS))
+def test_usage_deltas_sum_to_the_truth(job_run, group):
+    deltas = []
+    for value in drain(job_run["bootstrap"], "telemetry.ch.usage.v1"):
+        row = json.loads(value)
+        row["window_start_ms"] = row.pop("window_start") * 1000
+        deltas.append(row)
+    assert deltas
+    assert summed(job_run["truth"], group, deltas) == expected(job_run["truth"], group)
 
 
 def test_audit_rows_are_the_audit_topics_valid_events(job_run):

@@ -26,9 +26,10 @@ LATE_TAG = OutputTag("late", SIDE_ROW_TYPE)
 class Route(ProcessFunction):
     """Input rows: (topic, partition, offset, payload) with the Kafka record timestamp as the element timestamp."""
 
-    def __init__(self, job_version: str, allowed_lateness_ms: int) -> None:
+    def __init__(self, job_version: str, allowed_lateness_ms: int, slice_ms: int) -> None:
         self.job_version = job_version
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.slice_ms = slice_ms
 
     def open(self, runtime_context) -> None:
         metrics = runtime_context.get_metrics_group()
@@ -36,6 +37,7 @@ class Route(ProcessFunction):
         self.valid = metrics.counter("events_valid")
         self.dlq = metrics.counter("events_dlq")
         self.late = metrics.counter("events_late")
+        self.corrections = metrics.counter("events_corrections")
         self.reasons = metrics.add_group("dlq_reason")
         self.by_reason: dict[str, object] = {}
 
@@ -53,13 +55,15 @@ class Route(ProcessFunction):
                                         self.job_version, int(time.time() * 1000))
             yield DLQ_TAG, Row(topic, json.dumps(record, separators=(",", ":")))
             return
-        ts_ms = result[3]
         watermark = ctx.timer_service().current_watermark()
-        # Past the lateness bound the window is closed for billing: keep the event (late table, lake) but not
-        # in usage, so a closed window never moves.
-        if ts_ms - ts_ms % routing.WINDOW_MS + routing.WINDOW_MS + self.allowed_lateness_ms <= watermark:
+        # Past the lateness bound the window is closed for billing: keep the event (late table) but not in usage,
+        # so a closed window never moves.
+        if routing.is_late(result[3], watermark, self.allowed_lateness_ms):
             self.late.inc()
             yield LATE_TAG, Row(topic, json.dumps(routing.late_record(topic, result, watermark), separators=(",", ":")))
             return
         self.valid.inc()
+        if routing.misses_its_slice(ctx.timestamp(), watermark, self.slice_ms):
+            self.corrections.inc()
+            result = (*result[:-1], 1)
         yield Row(*result)

@@ -51,6 +51,13 @@ class Settings:
     s3_secret_key: str | None = _doc(None, "S3 secret key (secret); locally generated when unset")
     lake_bucket: str = _doc("telemetry-lake", "bucket the stack creates for the raw lake")
     lake_uri: str | None = _doc(None, "raw lake root: a local path, or s3://bucket/prefix; default <state dir>/lake")
+    # The ClickHouse loader (telemetry.loader): Kafka -> ClickHouse, exactly once
+    loader_group_id: str = _doc("telemetry-clickhouse-loader", "consumer group of the loader (its position lives in ClickHouse)")
+    loader_instance_id: str | None = _doc(None, "loader: static group member id, so a restarted loader gets its partitions back at once; default: the host name")
+    loader_batch_rows: int = _doc(50000, "loader: most rows per insert (one Kafka partition per batch), 1-1000000")
+    loader_batch_ms: int = _doc(200, "loader: longest a batch waits for more rows before it is inserted, in ms")
+    loader_metrics_port: int = _doc(9465, "loader: Prometheus /metrics port on 127.0.0.1 (0: any free port)")
+    loader_on_reject: str = _doc("dlq", "loader: rows ClickHouse rejects go to the DLQ (`dlq`) or stop their partition (`stop`)")
     # Where the local stack keeps data, logs and generated credentials
     state_dir: Path = _doc(REPO_ROOT / ".local", "data, logs and generated credentials of the local stack")
 
@@ -108,6 +115,16 @@ def _check_bootstrap(name: str, value: str) -> str:
     return value
 
 
+def _check_int(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise SettingsError(f"{name}={value!r} must be a whole number from {low} to {high}")
+    return number
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raises SettingsError naming the first bad value."""
     env = os.environ if env is None else env
@@ -132,6 +149,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if not 1 <= months <= 120:
             raise SettingsError(f"RETENTION_MONTHS={raw['retention_months']!r} must be a whole number of months from 1 to 120")
         values["retention_months"] = months
+    for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535)):
+        if name in raw:
+            values[name] = _check_int(_ENV_NAMES[name], raw[name], low, high)
+    if "loader_on_reject" in raw and raw["loader_on_reject"] not in ("dlq", "stop"):
+        raise SettingsError(f"LOADER_ON_REJECT={raw['loader_on_reject']!r} must be dlq or stop")
     if "lake_uri" in raw and raw["lake_uri"].startswith("s3://") and len(raw["lake_uri"]) <= len("s3://"):
         raise SettingsError(f"LAKE_URI={raw['lake_uri']!r} needs a bucket: s3://BUCKET/PREFIX")
     if "clickhouse_database" in raw and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", raw["clickhouse_database"]):

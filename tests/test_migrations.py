@@ -19,7 +19,8 @@ from telemetry.sqltext import split_statements
 from telemetry.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
 from telemetry.settings import REPO_ROOT
 
-TABLES = {"audit_log", "task_facts", "usage_10s", "usage_1m", "usage_1h", "usage_1d", "late_events", "dlq_events"}
+TABLES = {"audit_log", "task_facts", "usage_10s", "usage_1m", "usage_1h", "usage_1d", "late_events", "dlq_events",
+          "ingest_stats_10s"}
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_every_migration_applies_once_and_is_recorded(client: Client, database: 
     assert [row[:3] for row in ledger] == [(m.version, m.name, m.sha256) for m in files]
     assert all(row[3] > datetime(2020, 1, 1) for row in ledger)
     tables = dict(client.query("SELECT name, create_table_query FROM system.tables WHERE database = {db:String}", parameters={"db": database}).result_rows)
-    assert TABLES <= tables.keys()
+    assert TABLES | {"loader_progress"} <= tables.keys()
     assert {"usage_1m_mv", "usage_1h_mv", "usage_1d_mv"} <= tables.keys()
     for table in TABLES:  # every fact table expires after RETENTION_MONTHS
         assert "toIntervalMonth(3)" in tables[table], table
@@ -132,7 +133,7 @@ def usage_row(window: datetime, user: str, requests: int, hist: dict[int, int], 
         "errors_by_type": errors,
         "tokens_in": 10 * requests,
         "tokens_out": 20 * requests,
-        "latency_sum_ms": 1.5 * requests,
+        "latency_ms_sum": 1.5 * requests,
         "latency_hist": hist,
         "tasks": 1,
         "task_failures": 0,
@@ -141,7 +142,6 @@ def usage_row(window: datetime, user: str, requests: int, hist: dict[int, int], 
         "gpu_seconds": 0.5,
         "credits": 0.125,
         "late_events": 0,
-        "version": 1,
     }
 
 
@@ -160,10 +160,16 @@ def test_usage_windows_roll_up_to_minute_hour_and_day(client: Client, database: 
         client.insert(f"{database}.usage_10s", data, column_names=columns, settings=dedup)
 
     assert client.command(f"SELECT count() FROM {database}.usage_10s FINAL") == 7
+    # Delta rows: a second delta of a window (a late correction) adds to it in usage_10s and in every rollup
+    late = usage_row(t0, "bob", 3, {5: 3}, {"timeout": 1})
+    client.insert(f"{database}.usage_10s", [[late[c] for c in columns]], column_names=columns, settings={**dedup, "insert_deduplication_token": "batch-0002"})
+    rows.append(late)
 
     def rollup(table: str) -> list[tuple[object, ...]]:
         return client.query(
-            f"SELECT window_start, user_id, sum(requests), sum(tokens_out), sumMap(latency_hist), sumMap(errors_by_type), sum(credits) "
+            # sumMap keeps a zero-count key when it merges raw rows of usage_10s; the rollups' merges drop it
+            f"SELECT window_start, user_id, sum(requests), sum(tokens_out), mapFilter((k, v) -> v != 0, sumMap(latency_hist)), "
+            f"mapFilter((k, v) -> v != 0, sumMap(errors_by_type)), sum(credits) "
             f"FROM {database}.{table} GROUP BY window_start, user_id ORDER BY user_id, window_start"
         ).result_rows
 
@@ -195,6 +201,7 @@ def test_usage_windows_roll_up_to_minute_hour_and_day(client: Client, database: 
         return out
 
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert rollup("usage_10s") == expected(timedelta(seconds=10), epoch)
     assert rollup("usage_1m") == expected(timedelta(minutes=1), epoch)
     assert rollup("usage_1h") == expected(timedelta(hours=1), epoch)
     assert rollup("usage_1d") == expected(timedelta(days=1), epoch)

@@ -1,0 +1,128 @@
+"""The loader's counters, exposed in Prometheus' text format on 127.0.0.1 and summarised as a progress line.
+
+A few dozen series at most, so a small registry here rather than another dependency.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+Labels = tuple[str, ...]
+# Insert latency buckets in seconds: the dev server takes ~10-200 ms per 50k-row batch, a real server less.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _labels(names: Labels, values: Labels, extra: str = "") -> str:
+    pairs = [f'{n}="{v}"' for n, v in zip(names, values)] + ([extra] if extra else [])
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+class Metric:
+    """A counter or gauge family: one value per label tuple."""
+
+    def __init__(self, name: str, kind: str, doc: str, labelnames: Labels = ()) -> None:
+        self.name, self.kind, self.doc, self.labelnames = name, kind, doc, labelnames
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, *labels: str, amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def set(self, *labels: str, value: float) -> None:
+        self.values[labels] = value
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} {self.kind}"]
+        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in sorted(self.values.items())]
+        return lines
+
+
+class Histogram(Metric):
+    def __init__(self, name: str, doc: str, labelnames: Labels, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        super().__init__(name, "histogram", doc, labelnames)
+        self.buckets = buckets
+        self.counts: dict[Labels, list[int]] = {}  # per bucket, then +Inf
+
+    def observe(self, *labels: str, value: float) -> None:
+        counts = self.counts.setdefault(labels, [0] * (len(self.buckets) + 1))
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                counts[i] += 1
+        counts[-1] += 1
+        self.values[labels] = self.values.get(labels, 0.0) + value
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} histogram"]
+        for k, counts in sorted(self.counts.items()):
+            for bound, n in zip((*map(repr, self.buckets), "+Inf"), counts):
+                le = 'le="' + bound + '"'
+                lines.append(f"{self.name}_bucket{_labels(self.labelnames, k, le)} {n}")
+            lines.append(f"{self.name}_sum{_labels(self.labelnames, k)} {_number(self.values[k])}")
+            lines.append(f"{self.name}_count{_labels(self.labelnames, k)} {counts[-1]}")
+        return lines
+
+
+class LoaderMetrics:
+    """Every series the loader exports; updated by the loader's thread, read by the HTTP thread under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows = Metric("telemetry_loader_rows_inserted_total", "counter", "Rows inserted into ClickHouse", ("table",))
+        self.batches = Metric("telemetry_loader_batches_total", "counter", "Batches loaded (inserted and recorded)", ("table",))
+        self.replayed = Metric("telemetry_loader_batches_replayed_total", "counter",
+                               "Interrupted batches inserted again after a restart (deduplicated if they had gone in)", ("table",))
+        self.rejected = Metric("telemetry_loader_rows_rejected_total", "counter", "Rows ClickHouse refused", ("table",))
+        self.errors = Metric("telemetry_loader_insert_errors_total", "counter", "Failed insert attempts", ("table",))
+        self.latency = Histogram("telemetry_loader_insert_seconds", "Time of one batch insert", ("table",))
+        self.lag = Metric("telemetry_loader_lag_records", "gauge",
+                          "Records not loaded yet: unread (transaction markers included) plus buffered", ("topic", "partition"))
+        self.buffered = Metric("telemetry_loader_rows_buffered", "gauge", "Records consumed and not inserted yet")
+        self.stopped = Metric("telemetry_loader_partitions_stopped", "gauge", "Partitions stopped by a rejected row")
+        self._last_rows: dict[Labels, float] = {}
+
+    def render(self) -> str:
+        with self.lock:
+            families = (self.rows, self.batches, self.replayed, self.rejected, self.errors, self.latency, self.lag, self.buffered,
+                        self.stopped)
+            return "\n".join(line for family in families for line in family.render()) + "\n"
+
+    def progress_line(self, seconds: float) -> str:
+        """Rows/s per table since the previous call, the totals, and the lag."""
+        with self.lock:
+            parts = []
+            for (table,), total in sorted(self.rows.values.items()):
+                rate = (total - self._last_rows.get((table,), 0)) / seconds if seconds > 0 else 0.0
+                parts.append(f"{table} {rate:,.0f} rows/s ({total:,.0f})")
+            self._last_rows = dict(self.rows.values)
+            lag = sum(self.lag.values.values())
+        return "loader: " + (", ".join(parts) or "no rows yet") + f" | lag {lag:,.0f} records"
+
+
+def serve(metrics: LoaderMetrics, port: int) -> tuple[ThreadingHTTPServer, int]:
+    """Serve /metrics on 127.0.0.1:port (0: any free port) from a daemon thread; returns the server and its port."""
+    render: Callable[[], str] = metrics.render
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served")
+                return
+            body = render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds are not news
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="loader-metrics", daemon=True).start()
+    return server, server.server_address[1]

@@ -9,14 +9,22 @@ Submit with `flink run -py jobs/telemetry_job.py -pyfs <repo>` or run locally wi
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from typing import Any
 
-from pyflink.common import Configuration
+from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import Schema, StreamTableEnvironment
 
 from telemetry import __version__, routing, topics
 from telemetry import settings as cfg
+from telemetry.enrichment.queries import load_config
+from telemetry.facts import task_fact_row, task_usage_delta
+from telemetry.lifecycle import LifecycleConfig
+from udfs.enrichment import PrometheusEnrichment, add_enrichment
+from udfs.lifecycle import FACT_ROW_TYPE, LifecycleJoin, to_fact
 from udfs.python_env import expose_site_packages
 from udfs.route import DLQ_TAG, LATE_TAG, SIDE_ROW_TYPE, WIDE_ROW_TYPE, Route
 
@@ -46,6 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dedup-ttl-ms", type=int, default=600_000, help="how long an event_id is remembered (default 10 min)")
     p.add_argument("--bounded", action="store_true",
                    help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever")
+    p.add_argument("--prometheus-url", default=s.prometheus_url,
+                   help="Prometheus for task enrichment (PROMETHEUS_URL); empty turns enrichment off")
+    p.add_argument("--enrichment-timeout-s", type=float, default=30.0,
+                   help="after this a task fact is written with enrichment_status unavailable")
+    p.add_argument("--orphan-timeout-ms", type=int, default=30 * 60_000,
+                   help="event time without an end after which a task attempt is written as orphaned")
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--job-version", default=__version__)
@@ -133,6 +147,8 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         CASE WHEN error_type IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[error_type, CAST(1 AS BIGINT)] END
         FROM unique_events WHERE correction = 1""")
 
+    add_lifecycle(t_env, stmt, a)
+
     audit_topics = ", ".join(f"'{t}'" for t in sorted(routing.AUDIT_TOPICS))
     t_env.execute_sql(kafka_sink_ddl(
         "audit_sink", "telemetry.ch.audit.v1", a.bootstrap,
@@ -158,6 +174,33 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
                DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd'), DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'HH')
         FROM unique_events""")
     stmt.attach_as_datastream()
+
+
+def add_lifecycle(t_env: StreamTableEnvironment, stmt: Any, a: argparse.Namespace) -> None:
+    """Task events -> lifecycle join keyed by task_id -> Prometheus enrichment (the one process-mode operator)
+    -> task_facts rows, and each ended attempt's usage delta."""
+    task_topics = ", ".join(f"'{t}'" for t in sorted(routing.TASK_TOPICS))
+    events = t_env.to_data_stream(t_env.sql_query(
+        f"SELECT task_id, event_json, rowtime FROM unique_events WHERE task_id IS NOT NULL AND topic IN ({task_topics})"))
+    facts = (events.key_by(lambda r: r[0], key_type=Types.STRING())
+             .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
+                      output_type=FACT_ROW_TYPE)
+             .name("lifecycle join").uid("lifecycle-join"))
+    if a.prometheus_url:
+        config = load_config(os.environ, prometheus_url=a.prometheus_url)
+        facts = add_enrichment(facts, PrometheusEnrichment(config), timeout_s=a.enrichment_timeout_s)
+        facts = facts.name("prometheus enrichment").uid("prometheus-enrichment")
+    rows = facts.map(lambda r: json.dumps(task_fact_row(to_fact(r)), separators=(",", ":")), output_type=Types.STRING())
+    deltas = (facts.map(lambda r: json.dumps(task_usage_delta(to_fact(r)), separators=(",", ":")),
+                        output_type=Types.STRING())
+              .filter(lambda text: text != "null"))
+    one_string = Schema.new_builder().column("f0", "STRING").build()
+    t_env.create_temporary_view("task_fact_rows", t_env.from_data_stream(rows, one_string))
+    t_env.create_temporary_view("task_deltas", t_env.from_data_stream(deltas, one_string))
+    t_env.execute_sql(kafka_sink_ddl("tasks_sink", "telemetry.ch.tasks.v1", a.bootstrap, "record STRING", fmt="raw"))
+    stmt.add_insert_sql("INSERT INTO tasks_sink SELECT f0 FROM task_fact_rows")
+    t_env.execute_sql(kafka_sink_ddl("task_usage_sink", "telemetry.ch.usage.v1", a.bootstrap, "record STRING", fmt="raw"))
+    stmt.add_insert_sql("INSERT INTO task_usage_sink SELECT f0 FROM task_deltas")
 
 
 def main(argv: list[str] | None = None) -> int:

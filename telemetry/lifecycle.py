@@ -217,10 +217,12 @@ def _advance(state: TaskState, task_id: str, now: int, cfg: LifecycleConfig) -> 
     if state.wkf_last_ts is not None:
         # Workflow-only knowledge (no xumi event yet, or all attempts long done) lives as long as an orphan would.
         wkf_until = state.wkf_last_ts + cfg.orphan_timeout_ms
-        if wkf_until <= now and not state.attempts and not state.ended:
-            state.wkf_last_ts = None
-        else:
+        if wkf_until > now:
             pending.append(wkf_until)
+        elif not state.attempts and not state.ended:
+            state.wkf_last_ts = None
+        # else: kept for the open attempts, whose own deadlines re-arm the timer. Re-arming at a time already
+        # reached would fire the same timer forever (it did, at the final watermark of a bounded run).
     if not state.attempts and not state.ended and state.wkf_last_ts is None:
         return None, facts, None
     return state, facts, min(pending)

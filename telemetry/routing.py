@@ -18,11 +18,11 @@ from telemetry import sketch
 WINDOW_MS = 10_000
 DIMS = ("tenant_id", "department_id", "project_id", "user_id", "model", "model_version", "checkpoint_id",
         "checkpoint_version")
-# The usage metrics one event contributes, named as the simulator's ground truth names them.
+# The usage metrics one event contributes, named as usage_10s names them (sql/migrations/0003_usage.sql).
 INT_METRICS = ("requests", "errors", "tokens_in", "tokens_out", "loads", "load_cache_hits", "load_bytes",
                "load_ms_sum", "audit_events", "access_denied", "transfers", "transfer_bytes")
-FLOAT_METRICS = ("latency_ms_sum", "wkf_cpu_s", "wkf_gpu_s", "wkf_credits", "kuber_cpu_s", "kuber_gpu_s",
-                 "kuber_credits")
+FLOAT_METRICS = ("latency_ms_sum", "wkf_cpu_seconds", "wkf_gpu_seconds", "wkf_credits", "kuber_cpu_seconds",
+                 "kuber_gpu_seconds", "kuber_credits", "credits")
 AUDIT_TOPICS = frozenset({"pbac_access", "pbac_politics", "pbac_service", "asset_access"})
 TASK_TOPICS = frozenset({"xumi_task", "xumi_load", "wkf_task"})
 
@@ -130,8 +130,8 @@ def _credit_dims(labels: dict[str, str], row: dict[str, Any]) -> None:
 def _credits(system: str, resource: str):
     def contribute(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any]) -> None:
         _credit_dims(labels, row)
-        row[f"{system}_{resource}_s"] = float(data["units"]) * float(data["seconds"])
-        row[f"{system}_credits"] = float(data["credits"])
+        row[f"{system}_{resource}_seconds"] = float(data["units"]) * float(data["seconds"])
+        row[f"{system}_credits"] = row["credits"] = float(data["credits"])
     return contribute
 
 

@@ -4,21 +4,32 @@ checked against the ground truth: DLQ by reason, the raw Parquet lake, audit row
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import clickhouse_connect
 import pyarrow.dataset as pads
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from telemetry import routing
+from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
 from tests.truth_compare import GROUP_TOPICS, expected, summed
 
 pytestmark = pytest.mark.stack
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: Prometheus is down for this job."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def drain(bootstrap: str, topic: str) -> list[bytes]:
@@ -51,12 +62,19 @@ def job_run(kafka_url: str, stack_env: dict[str, str], tmp_path_factory) -> dict
                           "--truth", str(truth_path)], cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True)
     assert sim.returncode == 0, sim.stderr[-3000:]
     jars = ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
-    done = subprocess.run([sys.executable, "-m", "jobs.telemetry_job", "--bounded", "--no-restart",
-                           "--startup-mode", "earliest-offset", "--group-id", "test-job", "--bootstrap", kafka_url,
-                           "--lake-uri", f"file://{lake}", "--checkpoint-dir", f"file://{work / 'checkpoints'}",
-                           "--jars", jars],
-                          cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True, timeout=420)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    command = [sys.executable, "-m", "jobs.telemetry_job", "--bounded", "--no-restart",
+               "--startup-mode", "earliest-offset", "--group-id", "test-job", "--bootstrap", kafka_url,
+               "--lake-uri", f"file://{lake}", "--prometheus-url", f"http://127.0.0.1:{closed_port()}",
+               "--enrichment-timeout-s", "10", "--checkpoint-dir", f"file://{work / 'checkpoints'}", "--jars", jars]
+    log_path = work / "job.log"
+    with open(log_path, "w") as log:
+        job = subprocess.Popen(command, cwd=REPO_ROOT, env=stack_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            code = job.wait(timeout=420)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            code = job.wait()
+    assert code == 0, f"job exit {code}:\n{log_path.read_text()[-4000:]}"
     return {"truth": json.loads(truth_path.read_text()), "lake": lake, "bootstrap": kafka_url}
 
 
@@ -73,7 +91,7 @@ def test_lake_holds_each_valid_event_once_per_topic(job_run):
     assert len(set(table.column("event_id").to_pylist())) == table.num_rows
 
 
-@pytest.mark.parametrize("group", sorted(GROUP_TOPICS))
+@pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])
 def test_usage_deltas_sum_to_the_truth(job_run, group):
     deltas = []
     for value in drain(job_run["bootstrap"], "telemetry.ch.usage.v1"):
@@ -84,7 +102,60 @@ def test_usage_deltas_sum_to_the_truth(job_run, group):
     assert summed(job_run["truth"], group, deltas) == expected(job_run["truth"], group)
 
 
+def test_one_task_fact_per_ended_attempt_even_with_prometheus_down(job_run):
+    facts = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.tasks.v1")]
+    tasks = job_run["truth"]["tasks"]
+    statuses = Counter(f["status"] for f in facts)
+    # The bounded run's final watermark passes every orphan deadline, so the truth's orphans are reported too.
+    assert (statuses["finished"], statuses["failed"], statuses["orphaned"]) == (
+        tasks["finished"], tasks["failed"], tasks["orphaned"])
+    assert {f["enrichment_status"] for f in facts} == {"unavailable"}
+    assert len({(f["task_id"], f["attempt"]) for f in facts}) == len(facts)
+
+
 def test_audit_rows_are_the_audit_topics_valid_events(job_run):
     rows = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.audit.v1")]
     topics = job_run["truth"]["topics"]
     assert Counter(r["topic"] for r in rows) == Counter({t: topics[t]["valid"] for t in routing.AUDIT_TOPICS})
+
+
+@pytest.fixture(scope="module")
+def clickhouse_loaded(job_run, clickhouse_server: str, stack_env: dict[str, str]):
+    """The loader (--once) puts the job's committed rows into a freshly migrated ClickHouse database."""
+    client = clickhouse_connect.get_client(dsn=clickhouse_server)
+    database = f"job_{uuid.uuid4().hex[:10]}"
+    migrate(client, database, 12, say=lambda _: None)
+    env = {**stack_env, "KAFKA_DIRECT_URL": job_run["bootstrap"], "CLICKHOUSE_URL": clickhouse_server,
+           "CLICKHOUSE_DATABASE": database, "LOADER_GROUP_ID": f"job-test-{database}", "LOADER_METRICS_PORT": "0"}
+    done = subprocess.run([sys.executable, "-m", "telemetry.loader", "--once"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    yield client, database
+    client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+    client.close()
+
+
+@pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])
+def test_clickhouse_usage_equals_the_truth(job_run, clickhouse_loaded, group):
+    client, database = clickhouse_loaded
+    dims = ", ".join(routing.DIMS)
+    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, "tasks", "task_failures", "task_retries",
+               "task_queue_ms_sum", "task_load_ms_sum", "task_init_ms_sum", "task_inference_ms_sum",
+               "task_duration_ms_sum"]
+    result = client.query(
+        f"SELECT toUnixTimestamp(window_start) * 1000 AS window_start_ms, {dims}, "
+        + ", ".join(f"sum({m}) AS {m}" for m in metrics)
+        + f", sumMap(errors_by_type) AS errors_by_type FROM {database}.usage_10s GROUP BY window_start_ms, {dims}")
+    rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
+    assert summed(job_run["truth"], group, rows) == expected(job_run["truth"], group)
+
+
+def test_clickhouse_dlq_audit_and_task_facts(job_run, clickhouse_loaded):
+    client, database = clickhouse_loaded
+    truth = job_run["truth"]
+    dlq = dict(client.query(f"SELECT reason, count() FROM {database}.dlq_events FINAL GROUP BY reason").result_rows)
+    assert dlq == truth["dlq"]
+    audit = client.query(f"SELECT count() FROM {database}.audit_log").result_rows[0][0]
+    assert audit == sum(truth["topics"][t]["valid"] for t in routing.AUDIT_TOPICS)
+    facts = dict(client.query(f"SELECT status, count() FROM {database}.task_facts FINAL GROUP BY status").result_rows)
+    assert facts == {k: truth["tasks"][k] for k in ("finished", "failed", "orphaned") if truth["tasks"][k]}

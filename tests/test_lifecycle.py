@@ -264,3 +264,16 @@ def test_facts_equal_the_simulator_truth(simulated: tuple[Path, dict[str, Any]])
     assert sorted([*k, *v] for k, v in sums.items()) == truth["windows"]["tasks"]["rows"]
     assert sorted(orphans) == tasks["orphans"]
     assert len(facts) == tasks["attempts"]
+
+
+def test_expire_never_rearms_a_timer_that_is_already_due():
+    """A Workflow event whose orphan horizon passed while a xumi attempt is still open must not ask for a timer
+    at (or before) the time being expired: Flink would fire it again at once, forever."""
+    from telemetry import lifecycle
+
+    cfg = lifecycle.LifecycleConfig(orphan_timeout_ms=1_000)
+    state = lifecycle.TaskState()
+    state.wkf_last_ts = 0
+    state.attempts[1] = lifecycle.Attempt(last_ts=5_000)
+    _, _, timer = lifecycle.expire(state, 2_000, "t1", cfg)
+    assert timer is not None and timer > 2_000

@@ -35,17 +35,6 @@ T = TypeVar("T")
 BASE = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
 
 
-@pytest.fixture(scope="module")
-def kafka_url(stack_env: dict[str, str]) -> str:
-    """The test stack's broker (only Kafka is started)."""
-    from tests.fixtures_stack import run_stack  # here, after conftest's pytest_plugins registered (and rewrote) it
-
-    result = run_stack(stack_env, "up", "kafka")
-    if result.returncode != 0:
-        pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return stack_env["KAFKA_DIRECT_URL"]
-
-
 @pytest.fixture
 def ch(clickhouse_server: str) -> Iterator[Client]:
     client = clickhouse_connect.get_client(dsn=clickhouse_server)

@@ -1,9 +1,22 @@
-"""Compare usage rows (routing's wide rows or the job's window deltas) with the simulator's ground truth."""
+"""Compare usage rows (routing's wide rows or the job's window deltas) with the simulator's ground truth.
+
+Rows use usage_10s' column names; the truth's own names map onto them (TRUTH_TO_TABLE)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any, Iterable
+
+TRUTH_TO_TABLE = {"wkf_cpu_s": "wkf_cpu_seconds", "wkf_gpu_s": "wkf_gpu_seconds", "kuber_cpu_s": "kuber_cpu_seconds",
+                  "kuber_gpu_s": "kuber_gpu_seconds", "tasks_failed": "task_failures",
+                  "task_total_ms_sum": "task_duration_ms_sum"}
+
+
+def metric(row: dict[str, Any], name: str) -> Any:
+    if name == "tasks_finished":  # usage_10s counts ended attempts (tasks) and failures
+        return row.get("tasks", 0) - row.get("task_failures", 0)
+    return row.get(TRUTH_TO_TABLE.get(name, name), 0)
+
 
 # Which topics feed each truth group that routing computes without the lifecycle join.
 GROUP_TOPICS = {
@@ -33,7 +46,7 @@ def summed(truth: dict[str, Any], group: str, rows: Iterable[dict[str, Any]]) ->
     for row in rows:
         sums = acc[(row["window_start_ms"], *(row[d] for d in dims))]
         for m in plain:
-            sums[m] += row[m]
+            sums[m] += metric(row, m)
         if has_errors:
             errors = row.get("errors_by_type") or ({row["error_type"]: 1} if row.get("error_type") else {})
             for kind, n in errors.items():

@@ -1,6 +1,6 @@
 """The lifecycle join as a KeyedProcessFunction keyed by task_id: telemetry.lifecycle in a ValueState (its JSON
 text) with its deadlines as event-time timers. Input: the canonical JSON (str) of a valid xumi_task, xumi_load
-or wkf_task event. Output: FACT_ROW_TYPE, a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG).
+or wkf_task event, or a row (task_id, event_json, ...). Output: FACT_ROW_TYPE, a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG).
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ class LifecycleJoin(KeyedProcessFunction):
         # The JSON as a STRING: a BYTE array state reads back as a TypeError when empty in thread mode (PyFlink 2.2.1)
         self.state = runtime_context.get_state(ValueStateDescriptor("lifecycle", Types.STRING()))
 
-    def process_element(self, value: str, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+    def process_element(self, value: str | Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+        # The job hands over rows (task_id, event_json, rowtime) straight from SQL; a plain JSON text works too.
+        text = value if isinstance(value, str) else value[1]
         timers = ctx.timer_service()
-        yield from self._keep(step(self._load(), json.loads(value), timers.current_watermark(), self.cfg), timers)
+        yield from self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg), timers)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
         result = expire(self._load(), timestamp, ctx.get_current_key(), self.cfg)

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS {{database}}.dlq_events
     topic           LowCardinality(String),
     kafka_partition UInt32,
     kafka_offset    UInt64 CODEC(Delta, ZSTD(1)),
-    payload         String CODEC(ZSTD(3)) COMMENT 'the original record value, byte for byte',
+    payload         String CODEC(ZSTD(3)) COMMENT 'the original record value: as is when UTF-8, else base64',
+    payload_encoding LowCardinality(String) COMMENT 'utf-8 or base64',
     job_version     LowCardinality(String),
     rejected_at     DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1))
 )

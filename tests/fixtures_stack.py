@@ -39,9 +39,12 @@ def free_offset() -> int:
 def make_stack_environ(state_dir: Path, offset: int) -> dict[str, str]:
     """The environment of a stack in state_dir with every port shifted by offset."""
     defaults = Settings()
+    # Keys of a real S3 would not open the test MinIO; PYFLINK_* wire this pytest process to its own PyFlink
+    # gateway (set once a test ran a mini-cluster here), and a child job inheriting them refuses to start.
     environ = {
-        key: value for key, value in os.environ.items() if key not in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "LAKE_URI")
-    }  # keys of a real S3 would not open the test MinIO
+        key: value for key, value in os.environ.items()
+        if key not in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "LAKE_URI") and not key.startswith("PYFLINK_")
+    }
     environ.update(
         {
             "TELEMETRY_STATE_DIR": str(state_dir),

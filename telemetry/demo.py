@@ -1,8 +1,8 @@
 """`make demo`: drive the local stack end to end and show what it holds.
 
 Today it runs the simulator into the local Kafka (about 200k records over every topic, malformed ones
-included), reads every topic back against the ground truth, and says what each role will see once the
-streaming job (jobs/telemetry_job.py, issue 3) consumes it.
+included) and reads every topic back against the ground truth. Submitting the streaming job to the session
+cluster and the per-role summary from ClickHouse are not wired in yet.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n==> expected DLQ records by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(truth["dlq"].items())))
     print(f"==> ground truth: {truth_path}")
     print(f"==> Flink UI: {s.flink_rest_url}   Prometheus: {s.prometheus_url}   ClickHouse: {s.clickhouse_url}")
-    print("==> the streaming job (jobs/telemetry_job.py) is not built yet: the records wait in Kafka for it")
+    print("==> not wired into the demo yet: the streaming job (python -m jobs.telemetry_job) and the loader "
+          "(python -m telemetry.loader); the records wait in Kafka for them")
     return 0 if ok else 1
 
 

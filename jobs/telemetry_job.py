@@ -37,8 +37,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bootstrap", default=s.kafka_direct_url, help="Kafka bootstrap servers (KAFKA_DIRECT_URL)")
     p.add_argument("--group-id", default="telemetry-job", help="Kafka consumer group (default telemetry-job)")
     p.add_argument("--startup-mode", default="group-offsets",
-                   choices=["earliest-offset", "latest-offset", "group-offsets"],
+                   choices=["earliest-offset", "latest-offset", "group-offsets", "timestamp"],
                    help="where to start without a checkpoint; group-offsets falls back to earliest")
+    p.add_argument("--startup-timestamp-ms", type=int, default=0,
+                   help="with --startup-mode timestamp: the first records with a Kafka timestamp at or after this")
     p.add_argument("--topics", default=",".join(topics.SOURCE_TOPICS), help="comma-separated source topics")
     p.add_argument("--lake-uri", default=s.effective_lake_uri, help="raw lake root: a path or s3://bucket/prefix")
     p.add_argument("--checkpoint-interval-ms", type=int, default=2000,
@@ -89,6 +91,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         'properties.bootstrap.servers' = '{a.bootstrap}', 'properties.group.id' = '{a.group_id}',
         'properties.isolation.level' = 'read_committed',
         'scan.startup.mode' = '{a.startup_mode}', 'properties.auto.offset.reset' = 'earliest',
+        {f"'scan.startup.timestamp-millis' = '{a.startup_timestamp_ms}'," if a.startup_mode == "timestamp" else ""}
         {"'scan.bounded.mode' = 'latest-offset'," if a.bounded else ""}
         'format' = 'raw')""")
     # kafka_ts stays in the row so to_data_stream stamps each element with it (Route reads ctx.timestamp()).

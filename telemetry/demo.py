@@ -1,46 +1,121 @@
-"""`make demo`: drive the local stack end to end and show what it holds.
+"""`make demo`: the streaming job on the local session cluster, fed by the simulator, checked in ClickHouse.
 
-Today it runs the simulator into the local Kafka (about 200k records over every topic, malformed ones
-included) and reads every topic back against the ground truth. Submitting the streaming job to the session
-cluster and the per-role summary from ClickHouse are not wired in yet.
+Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, sends about 200k
+records over every topic (malformed ones included), waits until ClickHouse holds the simulator's ground
+truth, prints a summary per role, then cancels the job and stops the loader.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import clickhouse_connect
+import requests
 
 from telemetry import settings as cfg
-from telemetry import topics
+from telemetry.routing import WINDOW_MS
+from telemetry.stack.flink import cli
+
+TIMEOUT_S = 240
 
 
-def run_simulator(s: cfg.Settings, events: int, rate: int, truth: Path) -> None:
-    cmd = [sys.executable, "-m", "telemetry.simulator", "--events", str(events), "--rate", str(rate),
-           "--bootstrap", s.kafka_direct_url, "--truth", str(truth)]
-    print(f"==> simulator: {events:,} records at {rate:,}/s into Kafka {s.kafka_direct_url}", flush=True)
-    subprocess.run(cmd, check=True)
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
 
 
-def end_offsets(s: cfg.Settings) -> dict[str, int]:
-    """Records held per source topic: the sum of (high - low) watermarks over its partitions."""
-    consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": "telemetry-demo-offsets"})
-    try:
-        held: dict[str, int] = {}
-        for name in topics.SOURCE_TOPICS:
-            total = 0
-            for p in range(topics.topic(name).partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                total += high - low
-            held[name] = total
-        return held
-    finally:
-        consumer.close()
+def submit_job(s: cfg.Settings, start_ms: int, log: Path) -> str:
+    flink, env = cli(s)
+    command = [str(flink), "run", "-d", "-py", str(cfg.REPO_ROOT / "jobs" / "telemetry_job.py"), "--",
+               "--startup-mode", "timestamp", "--startup-timestamp-ms", str(start_ms),
+               "--group-id", f"demo-{start_ms}", "--lake-uri", Path(s.effective_lake_uri).as_uri()]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    log.write_text(done.stdout + done.stderr)
+    found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"flink run failed (exit {done.returncode}); its output is in {log}")
+    return found.group(1)
+
+
+def wait_running(s: cfg.Settings, job_id: str) -> None:
+    for _ in range(120):
+        job = requests.get(f"{s.flink_rest_url}/jobs/{job_id}", timeout=5).json()
+        if job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"]):
+            return
+        if job["state"] in ("FAILED", "CANCELED", "FINISHED"):
+            raise SystemExit(f"job {job_id} is {job['state']}: see {s.flink_rest_url}/#/job/{job_id}/exceptions")
+        time.sleep(1)
+    raise SystemExit(f"job {job_id} did not start running within 120 s")
+
+
+def simulate(s: cfg.Settings, start_ms: int, events: int, rate: int, truth: Path | None, clean: bool = False,
+             seed: int = 1) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "telemetry.simulator", "--seed", str(seed), "--events", str(events),
+               "--rate", str(rate), "--start", str(start_ms), "--bootstrap", s.kafka_direct_url]
+    if truth:
+        command += ["--truth", str(truth)]
+    if clean:
+        command += ["--malformed", "0", "--duplicates", "0", "--progress-every", "3600"]
+    return subprocess.Popen(command)
+
+
+def expected_totals(truth: dict[str, Any]) -> dict[str, int]:
+    llm = truth["windows"]["llm"]
+    requests_at = len(llm["key"]) + llm["metrics"].index("requests")
+    return {"requests": sum(r[requests_at] for r in llm["rows"]), "dlq": sum(truth["dlq"].values()),
+            "ended tasks": truth["tasks"]["finished"] + truth["tasks"]["failed"]}
+
+
+# This run's event time: earlier demo runs' rows stay in ClickHouse, and the clean tail comes after it.
+def in_span(column: str) -> str:
+    return f"{column} >= toDateTime({{since:UInt32}}) AND {column} < toDateTime({{until:UInt32}})"
+
+
+def loaded_totals(ch: Any, db: str, span: dict[str, int]) -> dict[str, int]:
+    def q(sql: str) -> int:
+        return int(ch.query(sql, parameters=span).result_rows[0][0])
+
+    return {
+        "requests": q(f"SELECT sum(requests) FROM {db}.usage_10s WHERE {in_span('window_start')}"),
+        "dlq": q(f"SELECT count() FROM {db}.dlq_events FINAL WHERE {in_span('ts')}"),
+        "ended tasks": q(f"SELECT count() FROM {db}.task_facts FINAL WHERE status IN ('finished', 'failed') "
+                         f"AND {in_span('finished_at')}"),
+    }
+
+
+def summary(ch: Any, db: str, span: dict[str, int]) -> None:
+    def table(title: str, sql: str) -> None:
+        result = ch.query(sql, parameters=span)
+        print(f"\n  {title}")
+        print("    " + " | ".join(result.column_names))
+        for row in result.result_rows:
+            print("    " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+
+    table("Financial Director: top users by GPU-seconds (credits)", f"""
+        SELECT user_id, department_id, round(sum(wkf_gpu_seconds + kuber_gpu_seconds), 1) AS gpu_seconds,
+               round(sum(credits), 4) AS credits
+        FROM {db}.usage_10s WHERE {in_span('window_start')}
+        GROUP BY user_id, department_id ORDER BY gpu_seconds DESC LIMIT 5""")
+    table("Pipeline TD: model x checkpoint failure rate and p95 inference time", f"""
+        SELECT base_model, checkpoint_id, count() AS runs, round(countIf(status = 'failed') / count(), 3) AS failure_rate,
+               quantile(0.95)(inference_ms) AS p95_inference_ms
+        FROM {db}.task_facts FINAL WHERE status IN ('finished', 'failed') AND {in_span('finished_at')}
+        GROUP BY base_model, checkpoint_id ORDER BY runs DESC LIMIT 5""")
+    table("Admin: VM types: task runs, busy seconds, enrichment", f"""
+        SELECT vm_type, count() AS runs, round(sum(total_ms) / 1000, 1) AS busy_seconds,
+               groupUniqArray(enrichment_status) AS enrichment
+        FROM {db}.task_facts FINAL WHERE {in_span('finished_at')}
+        GROUP BY vm_type ORDER BY runs DESC""")
+    table("Pipeline health: DLQ by reason", f"""
+        SELECT reason, count() AS records FROM {db}.dlq_events FINAL WHERE {in_span('ts')}
+        GROUP BY reason ORDER BY records DESC""")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,27 +124,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=20_000, help="records per second (default 20,000)")
     args = parser.parse_args(argv)
     s = cfg.load()
-    truth_path = s.state_dir / "demo" / "truth.json"
-    truth_path.parent.mkdir(parents=True, exist_ok=True)
-    before = end_offsets(s)
+    work = s.state_dir / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    truth_path = work / "truth.json"
+    # Event time starts on a window boundary just ahead, so the run fills whole windows, and a quiet tail of
+    # clean traffic after it keeps watermarks moving until the last windows fire (a stream whose traffic
+    # stops entirely holds its last slices until traffic resumes).
+    start_ms = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
+    duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
+    tail_ms = start_ms + duration_ms
+    span = {"since": start_ms // 1000, "until": tail_ms // 1000}
+
     started = time.monotonic()
-    run_simulator(s, args.events, args.rate, truth_path)
-    truth = json.loads(truth_path.read_text())
-    after = end_offsets(s)
-    print(f"\n==> Kafka holds what the simulator sent ({time.monotonic() - started:.0f} s):")
-    print(f"  {'topic':<22}{'sent':>9}{'in Kafka':>10}{'valid':>9}{'dupes':>7}{'bad':>6}")
-    ok = True
-    for name, t in truth["topics"].items():
-        landed = after.get(name, 0) - before.get(name, 0)
-        ok &= landed == t["produced"]
-        print(f"  {name:<22}{t['produced']:>9,}{landed:>10,}{t['valid']:>9,}{t['duplicates']:>7,}"
-              f"{sum(t['malformed'].values()):>6,}")
-    print("\n==> expected DLQ records by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(truth["dlq"].items())))
-    print(f"==> ground truth: {truth_path}")
-    print(f"==> Flink UI: {s.flink_rest_url}   Prometheus: {s.prometheus_url}   ClickHouse: {s.clickhouse_url}")
-    print("==> not wired into the demo yet: the streaming job (python -m jobs.telemetry_job) and the loader "
-          "(python -m telemetry.loader); the records wait in Kafka for them")
-    return 0 if ok else 1
+    say("submitting jobs/telemetry_job.py to the session cluster (flink run)")
+    job_id = submit_job(s, start_ms, work / "flink-run.log")
+    wait_running(s, job_id)
+    say(f"job {job_id} running: Flink UI {s.flink_rest_url}/#/job/{job_id}/overview")
+    loader_log = open(work / "loader.log", "wb")
+    loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=loader_log, stderr=subprocess.STDOUT)
+    say(f"loader running (log {work / 'loader.log'})")
+    tail = None
+    try:
+        say(f"simulator: {args.events:,} records at {args.rate:,}/s")
+        main_run = simulate(s, start_ms, args.events, args.rate, truth_path)
+        if main_run.wait() != 0:
+            raise SystemExit("the simulator failed")
+        tail = simulate(s, tail_ms, 100 * TIMEOUT_S, 100, None, clean=True, seed=2)
+        want = expected_totals(json.loads(truth_path.read_text()))
+        ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user,
+                                           password=s.clickhouse_password)
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            have = loaded_totals(ch, s.clickhouse_database, span)
+            say("in ClickHouse: " + ", ".join(f"{k} {have[k]:,}/{want[k]:,}" for k in want))
+            if have == want:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"ClickHouse did not reach the ground truth within {TIMEOUT_S} s")
+            time.sleep(3)
+        say(f"ground truth reached in ClickHouse {time.monotonic() - started:.0f} s after submitting the job")
+        summary(ch, s.clickhouse_database, span)
+        print()
+        say(f"raw lake (Parquet, topic=/date=/hour=): {s.effective_lake_uri}")
+        say(f"ground truth: {truth_path}")
+    finally:
+        if tail:
+            tail.terminate()
+            tail.wait()
+        requests.patch(f"{s.flink_rest_url}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
+        loader.send_signal(signal.SIGTERM)
+        loader.wait(timeout=60)
+        loader_log.close()
+        say(f"job {job_id} cancelled, loader stopped")
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from telemetry.pythonpath import embedded_pythonpath
 from telemetry.settings import REPO_ROOT, Settings, SettingsError
 from telemetry.stack.minio import ensure_credentials
 from telemetry.stack.process import Launch, Port, Service, StackError, local_port
@@ -178,7 +179,11 @@ class Flink(Service):
         if (self.home / "bin").exists():
             shutil.rmtree(self.home / "bin")
         shutil.copytree(dist / "bin", self.home / "bin")
-        _link_all(sorted((dist / "lib").glob("*.jar")) + flink_jars, self.home / "lib")
+        # flink-python sits in lib/, loaded once by the parent class loader: thread mode's pemja loads libpython
+        # once per JVM, and a second job loading it again through its own class loader fails on Java 17
+        # (NoSuchFieldException: loadedLibraryNames).
+        python_jars = sorted((dist / "opt").glob("flink-python*.jar"))
+        _link_all(sorted((dist / "lib").glob("*.jar")) + flink_jars + python_jars, self.home / "lib")
         _link_all(sorted((dist / "opt").glob("*.jar")), self.home / "opt")
         _link_all(sorted((dist / "plugins" / "metrics-prometheus").glob("*.jar")), self.home / "plugins" / "metrics-prometheus")
         _link_all(s3_jars, self.home / "plugins" / "s3-fs-hadoop")
@@ -206,6 +211,8 @@ class Flink(Service):
             "FLINK_LOG_DIR": str(self.dir / "log"),
             "FLINK_PID_DIR": str(self.dir / "run"),
             "FLINK_IDENT_STRING": IDENT,
+            # thread-mode Python runs inside the TaskManager's JVM and must see this venv
+            "PYTHONPATH": embedded_pythonpath(),
         }
 
     def launches(self) -> list[Launch]:

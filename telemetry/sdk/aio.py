@@ -18,10 +18,9 @@ from schemas import Envelope
 from telemetry import settings as settings_mod
 from telemetry.sdk.backends import Backend, open_backend
 from telemetry.sdk.backends.kafka_rest import AsyncKafkaRestBackend
-from telemetry.sdk.client import as_delivery_error, check_batching, merge_errors, producer_context
-from telemetry.sdk.context import SystemSampler
+from telemetry.sdk.client import as_delivery_error, check_batching, event_builder, merge_errors
 from telemetry.sdk.errors import TelemetryError
-from telemetry.sdk.events import EventBuilder, Record
+from telemetry.sdk.events import Record
 from telemetry.settings import Settings
 
 
@@ -84,11 +83,10 @@ class AsyncTelemetry:
     ) -> None:
         check_batching(batch_size, flush_interval_s)
         self._settings = settings or settings_mod.load()
-        context = producer_context(self._settings, {
+        self._builder = event_builder(self._settings, system, component, labels, system_context, {
             "tenant_id": tenant_id, "node_id": node_id, "vm_type": vm_type, "host_name": host_name,
             "user_id": user_id, "project_id": project_id, "department_id": department_id,
         })
-        self._builder = EventBuilder(system, component, context, labels, SystemSampler() if system_context else None)
         self.backend, self._path, self._url = backend, path, url
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
         self._timeout_s, self._client_id = connect_timeout_s, f"telemetry-sdk-{system}"

@@ -23,11 +23,12 @@ from telemetry.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def producer_context(settings: Settings, overrides: Mapping[str, str | None]) -> dict[str, str | None]:
-    """The envelope context every event gets: host identity from the environment, then explicit values."""
+def event_builder(settings: Settings, system: str, component: str, labels: Mapping[str, str] | None,
+                  system_context: bool, overrides: Mapping[str, str | None]) -> EventBuilder:
+    """The builder both clients use: host identity from the environment, then the explicit values."""
     context: dict[str, str | None] = host_identity(settings)
     context.update({k: v for k, v in overrides.items() if v is not None})
-    return context
+    return EventBuilder(system, component, context, labels, SystemSampler() if system_context else None)
 
 
 def check_batching(batch_size: int, flush_interval_s: float | None) -> None:
@@ -83,11 +84,10 @@ class Telemetry:
     ) -> None:
         check_batching(batch_size, flush_interval_s)
         config = settings or settings_mod.load()
-        context = producer_context(config, {
+        self._builder = event_builder(config, system, component, labels, system_context, {
             "tenant_id": tenant_id, "node_id": node_id, "vm_type": vm_type, "host_name": host_name,
             "user_id": user_id, "project_id": project_id, "department_id": department_id,
         })
-        self._builder = EventBuilder(system, component, context, labels, SystemSampler() if system_context else None)
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
         self._backend: Backend = open_backend(backend, path=path, url=url, settings=config,
                                               timeout_s=connect_timeout_s, client_id=f"telemetry-sdk-{system}")

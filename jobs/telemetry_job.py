@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
@@ -26,9 +25,10 @@ from telemetry.lifecycle import LifecycleConfig
 from udfs.enrichment import PrometheusEnrichment, add_enrichment
 from udfs.lifecycle import FACT_ROW_TYPE, LifecycleJoin, to_fact
 from udfs.python_env import expose_site_packages
-from udfs.route import DLQ_TAG, LATE_TAG, SIDE_ROW_TYPE, WIDE_ROW_TYPE, Route
+from udfs.route import DLQ_TAG, WIDE_ROW_TYPE, Route
 
 USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
+SUM_COLUMNS = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -77,6 +77,25 @@ def kafka_sink_ddl(name: str, topic: str, bootstrap: str, columns: str, fmt: str
         'sink.transactional-id-prefix' = 'telemetry-{name}', 'properties.transaction.timeout.ms' = '600000')"""
 
 
+class Sinks:
+    """The job's exactly-once Kafka sinks, each a table and one INSERT in the job's statement set. Each table
+    has its own transactional id prefix, so one table takes one INSERT: union the rows of several sources."""
+
+    def __init__(self, t_env: StreamTableEnvironment, bootstrap: str) -> None:
+        self.t_env = t_env
+        self.bootstrap = bootstrap
+        self.statements = t_env.create_statement_set()
+
+    def add(self, name: str, topic: str, select: str, columns: str = "record STRING", fmt: str = "raw") -> None:
+        self.t_env.execute_sql(kafka_sink_ddl(name, topic, self.bootstrap, columns, fmt))
+        self.statements.add_insert_sql(f"INSERT INTO {name} {select}")
+
+
+def ch_time(epoch_ms: str) -> str:
+    """SQL: epoch ms as ClickHouse's DateTime64(3) text (what routing.ch_datetime makes in Python)."""
+    return f"DATE_FORMAT(TO_TIMESTAMP_LTZ({epoch_ms}, 3), 'yyyy-MM-dd HH:mm:ss.SSS')"
+
+
 def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: argparse.Namespace) -> None:
     out_of_order_s = a.out_of_orderness_ms / 1000
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE kafka_in (
@@ -98,8 +117,6 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     raw = t_env.to_data_stream(t_env.sql_query("SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in"))
     routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms, a.slice_ms), output_type=WIDE_ROW_TYPE)
               .name("validate and route").uid("validate-route"))
-    dlq = routed.get_side_output(DLQ_TAG)
-    late = routed.get_side_output(LATE_TAG)
 
     valid = t_env.from_data_stream(
         routed,
@@ -109,61 +126,39 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         .watermark("rowtime", "SOURCE_WATERMARK()")
         .build())
     t_env.create_temporary_view("valid", valid)
-    t_env.create_temporary_view("unique_events", t_env.sql_query(
-        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt) AS rn FROM `valid`) WHERE rn = 1"))
-    t_env.create_temporary_view("on_time_events", t_env.sql_query("SELECT * FROM unique_events WHERE correction = 0"))
-    side = Schema.new_builder().column("topic", "STRING").column("record", "STRING").build()
-    t_env.create_temporary_view("dlq_rows", t_env.from_data_stream(dlq, side))
-    t_env.create_temporary_view("late_rows", t_env.from_data_stream(late, side))
+    # nth: which delivery of its event_id a record is (remembered for --dedup-ttl-ms): 1 is the event, the rest
+    # are duplicates, counted in the ingest counters and otherwise ignored.
+    t_env.create_temporary_view("deliveries", t_env.sql_query(
+        "SELECT *, COUNT(*) OVER (PARTITION BY event_id ORDER BY pt "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS nth FROM `valid`"))
+    t_env.create_temporary_view("unique_events", t_env.sql_query("SELECT * FROM deliveries WHERE nth = 1"))
+    dlq = routed.get_side_output(DLQ_TAG)
+    t_env.create_temporary_view("dlq_rows", t_env.from_data_stream(dlq))
 
-    stmt = t_env.create_statement_set()
-    t_env.execute_sql(kafka_sink_ddl("dlq_sink", topics.DLQ_TOPIC, a.bootstrap, "record STRING", fmt="raw"))
-    stmt.add_insert_sql("INSERT INTO dlq_sink SELECT record FROM dlq_rows")
-    t_env.execute_sql(kafka_sink_ddl("late_sink", "telemetry.ch.late.v1", a.bootstrap, "record STRING", fmt="raw"))
-    stmt.add_insert_sql("INSERT INTO late_sink SELECT record FROM late_rows")
+    sinks = Sinks(t_env, a.bootstrap)
+    sinks.add("dlq_sink", topics.DLQ_TOPIC, "SELECT record FROM dlq_rows")
+    add_usage(sinks, a)
+    add_ingest_counters(sinks, a)
+    add_user_usage(sinks, a)
+    add_lifecycle(sinks, a)
 
-    dims = ", ".join(routing.DIMS)
-    sums = ",\n        ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
-    sum_cols = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
-    dim_cols = ", ".join(f"{d} STRING" for d in routing.DIMS)
-    usage_cols = f"window_start BIGINT, {dim_cols}, {sum_cols}, "
-    t_env.execute_sql(kafka_sink_ddl("usage_sink", "telemetry.ch.usage.v1", a.bootstrap,
-                                     usage_cols + "latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>"))
-    # Deltas: per slice of record time, what the slice's events add to each event-time window and key. Slices
-    # fire by watermark, so a bounded run's end (the final watermark) fires them all, and each delta is written
-    # once: ClickHouse sums them exactly.
-    stmt.add_insert_sql(f"""INSERT INTO usage_sink
-        SELECT window_start_ms / 1000, {dims},
-        {sums},
-        COLLECT(CAST(latency_bucket AS STRING)) FILTER (WHERE latency_bucket IS NOT NULL),
-        COLLECT(error_type) FILTER (WHERE error_type IS NOT NULL)
-        FROM TABLE(TUMBLE(TABLE on_time_events, DESCRIPTOR(rowtime), INTERVAL '{a.slice_ms / 1000}' SECOND))
-        GROUP BY window_start, window_end, window_start_ms, {dims}""")
-    # Events whose slice had already fired (late, yet within the allowed lateness): one delta each.
-    t_env.execute_sql(kafka_sink_ddl("correction_sink", "telemetry.ch.usage.v1", a.bootstrap,
-                                     usage_cols + "latency_hist MAP<STRING, BIGINT>, errors_by_type MAP<STRING, BIGINT>"))
-    metric_cols = ", ".join(USAGE_SUMS)
-    stmt.add_insert_sql(f"""INSERT INTO correction_sink
-        SELECT window_start_ms / 1000, {dims}, {metric_cols},
-        CASE WHEN latency_bucket IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>)
-             ELSE MAP[CAST(latency_bucket AS STRING), CAST(1 AS BIGINT)] END,
-        CASE WHEN error_type IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[error_type, CAST(1 AS BIGINT)] END
-        FROM unique_events WHERE correction = 1""")
-
-    add_lifecycle(t_env, stmt, a)
+    sinks.add("late_sink", "telemetry.ch.late.v1", f"""
+        SELECT event_id, topic, tenant_id, {ch_time("ts_ms")}, window_start_ms / 1000,
+               DATE_FORMAT(COALESCE(CURRENT_WATERMARK(rowtime), rowtime), 'yyyy-MM-dd HH:mm:ss.SSS'), event_json
+        FROM unique_events WHERE lane = {routing.LATE}""",
+              "event_id STRING, topic STRING, tenant_id STRING, ts STRING, window_start BIGINT, arrived_at STRING, "
+              "payload STRING", fmt="json")
 
     audit_topics = ", ".join(f"'{t}'" for t in sorted(routing.AUDIT_TOPICS))
-    t_env.execute_sql(kafka_sink_ddl(
-        "audit_sink", "telemetry.ch.audit.v1", a.bootstrap,
-        "event_id STRING, ts STRING, topic STRING, event_name STRING, tenant_id STRING, department_id STRING, "
-        "project_id STRING, user_id STRING, node_id STRING, host_name STRING, subject STRING, action STRING, "
-        "resource STRING, decision STRING, policy_id STRING, details STRING"))
-    stmt.add_insert_sql(f"""INSERT INTO audit_sink
-        SELECT event_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd HH:mm:ss.SSS'), topic, event_name,
-               tenant_id, department_id, project_id, user_id, node_id, host_name, subject, action, resource,
-               decision, policy_id, event_json
-        FROM unique_events WHERE topic IN ({audit_topics})""")
+    sinks.add("audit_sink", "telemetry.ch.audit.v1", f"""
+        SELECT event_id, {ch_time("ts_ms")}, topic, event_name, tenant_id, department_id, project_id, user_id,
+               node_id, host_name, subject, action, resource, decision, policy_id, event_json
+        FROM unique_events WHERE topic IN ({audit_topics})""",
+              "event_id STRING, ts STRING, topic STRING, event_name STRING, tenant_id STRING, department_id STRING, "
+              "project_id STRING, user_id STRING, node_id STRING, host_name STRING, subject STRING, action STRING, "
+              "resource STRING, decision STRING, policy_id STRING, details STRING", fmt="json")
 
+    # Every valid event, late ones too: the lake is what a backfill replays.
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE lake (
         event_id STRING, event_name STRING, ts TIMESTAMP(3), tenant_id STRING, department_id STRING,
         project_id STRING, user_id STRING, node_id STRING, host_name STRING, vm_type STRING, payload STRING,
@@ -171,20 +166,91 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     ) PARTITIONED BY (topic, `date`, `hour`) WITH (
         'connector' = 'filesystem', 'path' = '{a.lake_uri}', 'format' = 'parquet',
         'sink.partition-commit.policy.kind' = 'success-file')""")
-    stmt.add_insert_sql("""INSERT INTO lake
+    sinks.statements.add_insert_sql("""INSERT INTO lake
         SELECT event_id, event_name, CAST(TO_TIMESTAMP_LTZ(ts_ms, 3) AS TIMESTAMP(3)), tenant_id, department_id,
                project_id, user_id, node_id, host_name, vm_type, event_json, topic,
                DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd'), DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'HH')
         FROM unique_events""")
-    stmt.attach_as_datastream()
+    sinks.statements.attach_as_datastream()
 
 
-def add_lifecycle(t_env: StreamTableEnvironment, stmt: Any, a: argparse.Namespace) -> None:
+def add_usage(sinks: Sinks, a: argparse.Namespace) -> None:
+    """usage_10s deltas. Per slice of record time, what the slice's on-time events add to each event-time window
+    and key; slices fire by watermark, so a bounded run's end (the final watermark) fires them all, and each delta
+    is written once: ClickHouse sums them exactly. A correction (its slice had fired) is one delta of its own; a
+    late event adds only to late_events."""
+    dims = ", ".join(routing.DIMS)
+    dim_cols = ", ".join(f"{d} STRING" for d in routing.DIMS)
+    usage_cols = f"window_start BIGINT, {dim_cols}, {SUM_COLUMNS}, "
+    sums = ",\n        ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
+    sinks.add("usage_sink", "telemetry.ch.usage.v1", f"""
+        SELECT window_start_ms / 1000, {dims},
+        {sums},
+        COLLECT(CAST(latency_bucket AS STRING)) FILTER (WHERE latency_bucket IS NOT NULL),
+        COLLECT(error_type) FILTER (WHERE error_type IS NOT NULL)
+        FROM TABLE(TUMBLE(TABLE unique_events, DESCRIPTOR(rowtime), INTERVAL '{a.slice_ms / 1000}' SECOND))
+        WHERE lane = {routing.ON_TIME}
+        GROUP BY window_start, window_end, window_start_ms, {dims}""",
+              usage_cols + "latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>", fmt="json")
+    sinks.add("correction_sink", "telemetry.ch.usage.v1", f"""
+        SELECT window_start_ms / 1000, {dims}, {", ".join(USAGE_SUMS)},
+        CASE WHEN latency_bucket IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>)
+             ELSE MAP[CAST(latency_bucket AS STRING), CAST(1 AS BIGINT)] END,
+        CASE WHEN error_type IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[error_type, CAST(1 AS BIGINT)] END
+        FROM unique_events WHERE lane = {routing.CORRECTION}""",
+              usage_cols + "latency_hist MAP<STRING, BIGINT>, errors_by_type MAP<STRING, BIGINT>", fmt="json")
+    sinks.add("late_usage_sink", "telemetry.ch.usage.v1", f"""
+        SELECT window_start_ms / 1000, {dims}, CAST(1 AS BIGINT) FROM unique_events WHERE lane = {routing.LATE}""",
+              f"window_start BIGINT, {dim_cols}, late_events BIGINT", fmt="json")
+
+
+def add_ingest_counters(sinks: Sinks, a: argparse.Namespace) -> None:
+    """ingest_stats_10s deltas per event-time window and source topic: consumed = valid + dlq + duplicates, and
+    late counts the valid events past the allowed lateness. On-time deliveries are counted per slice; corrections,
+    late events and rejected records (windowed by their Kafka timestamp) one row each."""
+    sinks.add("ingest_sink", "telemetry.ch.ingest.v1", f"""
+        SELECT window_start_ms / 1000, topic, COUNT(*), SUM(IF(nth = 1, 1, 0)), 0, SUM(IF(nth > 1, 1, 0)), 0
+        FROM TABLE(TUMBLE(TABLE deliveries, DESCRIPTOR(rowtime), INTERVAL '{a.slice_ms / 1000}' SECOND))
+        WHERE lane = {routing.ON_TIME}
+        GROUP BY window_start, window_end, window_start_ms, topic
+        UNION ALL
+        SELECT window_start_ms / 1000, topic, 1, IF(nth = 1, 1, 0), 0, IF(nth > 1, 1, 0),
+               IF(nth = 1 AND lane = {routing.LATE}, 1, 0)
+        FROM deliveries WHERE lane <> {routing.ON_TIME}
+        UNION ALL
+        SELECT window_start_ms / 1000, topic, 1, 0, 1, 0, 0 FROM dlq_rows""",
+              "window_start BIGINT, topic STRING, consumed BIGINT, `valid` BIGINT, dlq BIGINT, duplicates BIGINT, "
+              "late BIGINT", fmt="json")
+
+
+def add_user_usage(sinks: Sinks, a: argparse.Namespace) -> None:
+    """Running usage per user and UTC day of event time on telemetry.usage.v1 (compacted, keyed), for the quota
+    service: each update carries the day's totals so far, so the newest record of a key is its usage. Late events
+    stay out, as in usage_10s. Upserts are idempotent, so at-least-once delivery is exact here."""
+    sums = ", ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
+    sinks.t_env.execute_sql(f"""CREATE TEMPORARY TABLE user_usage (
+        tenant_id STRING, department_id STRING, user_id STRING, `day` STRING, events BIGINT, {SUM_COLUMNS},
+        PRIMARY KEY (tenant_id, department_id, user_id, `day`) NOT ENFORCED
+    ) WITH (
+        'connector' = 'upsert-kafka', 'topic' = '{topics.USAGE_TOPIC}', 'properties.bootstrap.servers' = '{a.bootstrap}',
+        'key.format' = 'json', 'value.format' = 'json')""")
+    # The global state TTL (--dedup-ttl-ms) would forget a quiet user's day: this aggregate keeps keys two days.
+    sinks.statements.add_insert_sql(f"""INSERT INTO user_usage
+        SELECT /*+ STATE_TTL('unique_events' = '2 d') */ tenant_id, department_id, user_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd') AS `day`,
+               COUNT(*) AS events, {sums}
+        FROM unique_events WHERE lane <> {routing.LATE}
+        GROUP BY tenant_id, department_id, user_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd')""")
+
+
+def add_lifecycle(sinks: Sinks, a: argparse.Namespace) -> None:
     """Task events -> lifecycle join keyed by task_id -> Prometheus enrichment (the one process-mode operator)
     -> task_facts rows, and each ended attempt's usage delta."""
+    t_env = sinks.t_env
     task_topics = ", ".join(f"'{t}'" for t in sorted(routing.TASK_TOPICS))
+    # A late end event would move a window closed for billing: the attempt is reported as orphaned instead.
     events = t_env.to_data_stream(t_env.sql_query(
-        f"SELECT task_id, event_json, rowtime FROM unique_events WHERE task_id IS NOT NULL AND topic IN ({task_topics})"))
+        "SELECT task_id, event_json, rowtime FROM unique_events "
+        f"WHERE task_id IS NOT NULL AND topic IN ({task_topics}) AND lane <> {routing.LATE}"))
     facts = (events.key_by(lambda r: r[0], key_type=Types.STRING())
              .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
                       output_type=FACT_ROW_TYPE)
@@ -200,10 +266,8 @@ def add_lifecycle(t_env: StreamTableEnvironment, stmt: Any, a: argparse.Namespac
     one_string = Schema.new_builder().column("f0", "STRING").build()
     t_env.create_temporary_view("task_fact_rows", t_env.from_data_stream(rows, one_string))
     t_env.create_temporary_view("task_deltas", t_env.from_data_stream(deltas, one_string))
-    t_env.execute_sql(kafka_sink_ddl("tasks_sink", "telemetry.ch.tasks.v1", a.bootstrap, "record STRING", fmt="raw"))
-    stmt.add_insert_sql("INSERT INTO tasks_sink SELECT f0 FROM task_fact_rows")
-    t_env.execute_sql(kafka_sink_ddl("task_usage_sink", "telemetry.ch.usage.v1", a.bootstrap, "record STRING", fmt="raw"))
-    stmt.add_insert_sql("INSERT INTO task_usage_sink SELECT f0 FROM task_deltas")
+    sinks.add("tasks_sink", "telemetry.ch.tasks.v1", "SELECT f0 FROM task_fact_rows")
+    sinks.add("task_usage_sink", "telemetry.ch.usage.v1", "SELECT f0 FROM task_deltas")
 
 
 def main(argv: list[str] | None = None) -> int:

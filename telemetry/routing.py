@@ -36,10 +36,16 @@ ROW_FIELDS: tuple[tuple[str, str], ...] = (
     ("error_type", "str?"), ("latency_bucket", "int?"),
     ("subject", "str"), ("action", "str"), ("resource", "str"), ("decision", "str"), ("policy_id", "str"),
     ("task_id", "str?"), ("event_json", "str"),
-    ("correction", "int"),  # 1: its slice already closed by watermark, so it is written as a delta of its own
+    ("lane", "int"),  # ON_TIME, CORRECTION or LATE: which path the event takes after deduplication
 )
 ROW_NAMES = tuple(name for name, _ in ROW_FIELDS)
 _ZERO_METRICS = {**{m: 0 for m in INT_METRICS}, **{m: 0.0 for m in FLOAT_METRICS}}
+
+
+# Lanes of a valid event. ON_TIME: its slice window is still open. CORRECTION: its slice already fired, yet its
+# window is within the allowed lateness, so it is written as a usage delta of its own. LATE: past the allowed
+# lateness; its window is closed for billing, so it goes to the lake and late_events but not into usage.
+ON_TIME, CORRECTION, LATE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,15 @@ def misses_its_slice(record_ts_ms: int, watermark_ms: int, slice_ms: int) -> boo
     would drop it, so it goes the correction path instead. Upstream watermarks only lead downstream ones, so a
     record this check lets through is never dropped there."""
     return record_ts_ms - record_ts_ms % slice_ms + slice_ms <= watermark_ms
+
+
+def lane(ts_ms: int, record_ts_ms: int, watermark_ms: int, allowed_lateness_ms: int, slice_ms: int) -> int:
+    """The lane of a valid event with event time ts_ms, carried by a Kafka record stamped record_ts_ms."""
+    if is_late(ts_ms, watermark_ms, allowed_lateness_ms):
+        return LATE
+    if misses_its_slice(record_ts_ms, watermark_ms, slice_ms):
+        return CORRECTION
+    return ON_TIME
 
 
 def ch_datetime(ms: int) -> str:
@@ -94,7 +109,7 @@ def wide_row(topic: str, event: schemas.Envelope, raw: bytes) -> tuple[Any, ...]
         "subject": "", "action": "", "resource": "", "decision": "", "policy_id": "",
         "task_id": data.get("task_id"),
         "event_json": raw.decode("utf-8"),
-        "correction": 0,
+        "lane": ON_TIME,
     }
     family = schemas.TOPIC_FAMILY[topic]
     _CONTRIBUTIONS.get(family, _nothing)(data, labels, row)
@@ -164,16 +179,6 @@ _CONTRIBUTIONS = {
     "asset_access": _audit("user_id", "action", "asset_id", "decision", ""),
     "asset_transfer": _transfer,
 }
-
-
-def late_record(topic: str, row: tuple[Any, ...], watermark_ms: int) -> dict[str, Any]:
-    """A late_events row for an event past the allowed lateness (row: the event's wide row)."""
-    values = dict(zip(ROW_NAMES, row))
-    return {
-        "event_id": values["event_id"], "topic": topic, "tenant_id": values["tenant_id"],
-        "ts": ch_datetime(values["ts_ms"]), "window_start": values["window_start_ms"] // 1000,
-        "arrived_at": ch_datetime(watermark_ms), "payload": values["event_json"],
-    }
 
 
 def dlq_record(topic: str, partition: int, offset: int, kafka_ts_ms: int, raw: bytes, rejected: Rejected,

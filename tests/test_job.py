@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from telemetry import routing
 from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
-from tests.truth_compare import GROUP_TOPICS, expected, summed
+from tests.truth_compare import GROUP_TOPICS, expected, metric, summed
 
 pytestmark = pytest.mark.stack
 
@@ -32,20 +32,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def drain(bootstrap: str, topic: str) -> list[bytes]:
-    """Every committed record of a topic (read_committed, as the loader reads), up to its end offsets."""
+def drain(bootstrap: str, topic: str, with_keys: bool = False) -> list[Any]:
+    """Every committed record of a topic (read_committed, as the loader reads), up to its end offsets: values,
+    or (key, value) pairs."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-drain", "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[bytes] = []
+        out: list[Any] = []
         # The last committed offset of a transactional topic is a commit marker, never delivered: stop at the
         # end offsets' last data record by reading until a poll comes back empty after the positions reach them.
         while True:
             batch = consumer.consume(1000, 2.0)
-            out += [m.value() for m in batch if m.error() is None]
+            out += [(m.key(), m.value()) if with_keys else m.value() for m in batch if m.error() is None]
             positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())}
             if not batch and all(positions.get(p, 0) >= end - 1 for p, end in ends.items() if end > 0):
                 return out
@@ -113,6 +114,35 @@ def test_one_task_fact_per_ended_attempt_even_with_prometheus_down(job_run):
     assert len({(f["task_id"], f["attempt"]) for f in facts}) == len(facts)
 
 
+def test_ingest_counters_account_for_every_consumed_record(job_run):
+    totals: dict[str, Counter] = {}
+    for value in drain(job_run["bootstrap"], "telemetry.ch.ingest.v1"):
+        row = json.loads(value)
+        totals.setdefault(row.pop("topic"), Counter()).update({k: v for k, v in row.items() if k != "window_start"})
+    for topic, truth in job_run["truth"]["topics"].items():
+        counts = totals.get(topic, Counter())
+        assert counts["consumed"] == truth["produced"] == counts["valid"] + counts["dlq"] + counts["duplicates"], topic
+        assert (counts["valid"], counts["duplicates"], counts["dlq"], counts["late"]) == (
+            truth["valid"], truth["duplicates"], sum(truth["malformed"].values()), 0), topic
+
+
+def test_user_usage_updates_end_at_the_truth_per_user(job_run):
+    latest: dict[tuple, dict[str, Any]] = {}
+    for key, value in drain(job_run["bootstrap"], "telemetry.usage.v1", with_keys=True):
+        k = json.loads(key)
+        latest[(k["tenant_id"], k["department_id"], k["user_id"], k["day"])] = json.loads(value)
+    assert latest
+    per_user: dict[tuple, Counter] = {}
+    for (tenant, department, user, _day), row in latest.items():
+        per_user.setdefault((tenant, department, user), Counter()).update(
+            {m: row[m] for m in (*routing.INT_METRICS, *routing.FLOAT_METRICS)})
+    spec = job_run["truth"]["per_user"]
+    names = [m for m in spec["metrics"] if not m.startswith(("err_", "task"))]
+    want = {tuple(r[:3]): {m: v for m, v in zip(spec["metrics"], r[3:]) if m in names} for r in spec["rows"]}
+    got = {k: {m: metric(v, m) for m in names} for k, v in per_user.items()}
+    assert {k: v for k, v in got.items() if any(v.values())} == {k: v for k, v in want.items() if any(v.values())}
+
+
 def test_audit_rows_are_the_audit_topics_valid_events(job_run):
     rows = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.audit.v1")]
     topics = job_run["truth"]["topics"]
@@ -159,3 +189,8 @@ def test_clickhouse_dlq_audit_and_task_facts(job_run, clickhouse_loaded):
     assert audit == sum(truth["topics"][t]["valid"] for t in routing.AUDIT_TOPICS)
     facts = dict(client.query(f"SELECT status, count() FROM {database}.task_facts FINAL GROUP BY status").result_rows)
     assert facts == {k: truth["tasks"][k] for k in ("finished", "failed", "orphaned") if truth["tasks"][k]}
+    ingest = client.query(f"SELECT topic, sum(consumed), sum(valid), sum(dlq), sum(duplicates) "
+                          f"FROM {database}.ingest_stats_10s GROUP BY topic").result_rows
+    assert {r[0]: tuple(r[1:]) for r in ingest} == {
+        t: (v["produced"], v["valid"], sum(v["malformed"].values()), v["duplicates"])
+        for t, v in truth["topics"].items() if v["produced"]}

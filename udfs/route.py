@@ -1,7 +1,7 @@
 """The job's one Python hop for every record: telemetry.routing in a ProcessFunction.
 
-Valid events leave as typed wide rows (main output); rejected records as DLQ rows and events past the allowed
-lateness as late rows (side outputs), so nothing consumed is dropped without a trace.
+Valid events leave as typed wide rows (main output) with their lane (on time, correction, late); rejected records
+as DLQ rows (side output), so nothing consumed is dropped without a trace.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from telemetry import routing
 _KIND_TYPES = {"str": Types.STRING(), "str?": Types.STRING(), "int": Types.LONG(), "int?": Types.INT(),
                "float": Types.DOUBLE()}
 WIDE_ROW_TYPE = Types.ROW_NAMED(list(routing.ROW_NAMES), [_KIND_TYPES[k] for _, k in routing.ROW_FIELDS])
-# DLQ and late rows: the source topic and the JSON record the loader inserts (dlq_events / late_events columns).
-SIDE_ROW_TYPE = Types.ROW_NAMED(["topic", "record"], [Types.STRING(), Types.STRING()])
-DLQ_TAG = OutputTag("dlq", SIDE_ROW_TYPE)
-LATE_TAG = OutputTag("late", SIDE_ROW_TYPE)
+# DLQ rows: the source topic, the 10 s window of the Kafka record timestamp (ingest counters) and the JSON record
+# the loader inserts into dlq_events.
+DLQ_ROW_TYPE = Types.ROW_NAMED(["topic", "window_start_ms", "record"], [Types.STRING(), Types.LONG(), Types.STRING()])
+DLQ_TAG = OutputTag("dlq", DLQ_ROW_TYPE)
 
 
 class Route(ProcessFunction):
@@ -44,6 +44,7 @@ class Route(ProcessFunction):
     def process_element(self, value, ctx):
         topic, partition, offset, payload = value[0], value[1], value[2], value[3]
         self.consumed.inc()
+        record_ts = ctx.timestamp() or 0
         result = routing.route(topic, payload)
         if isinstance(result, routing.Rejected):
             self.dlq.inc()
@@ -51,19 +52,15 @@ class Route(ProcessFunction):
             if counter is None:
                 counter = self.by_reason[result.reason] = self.reasons.counter(result.reason)
             counter.inc()
-            record = routing.dlq_record(topic, partition, offset, ctx.timestamp() or 0, payload, result,
-                                        self.job_version, int(time.time() * 1000))
-            yield DLQ_TAG, Row(topic, json.dumps(record, separators=(",", ":")))
-            return
-        watermark = ctx.timer_service().current_watermark()
-        # Past the lateness bound the window is closed for billing: keep the event (late table) but not in usage,
-        # so a closed window never moves.
-        if routing.is_late(result[3], watermark, self.allowed_lateness_ms):
-            self.late.inc()
-            yield LATE_TAG, Row(topic, json.dumps(routing.late_record(topic, result, watermark), separators=(",", ":")))
+            record = routing.dlq_record(topic, partition, offset, record_ts, payload, result, self.job_version,
+                                        int(time.time() * 1000))
+            yield DLQ_TAG, Row(topic, routing.window_start(record_ts), json.dumps(record, separators=(",", ":")))
             return
         self.valid.inc()
-        if routing.misses_its_slice(ctx.timestamp(), watermark, self.slice_ms):
-            self.corrections.inc()
-            result = (*result[:-1], 1)
-        yield Row(*result)
+        lane = routing.lane(result[3], record_ts, ctx.timer_service().current_watermark(), self.allowed_lateness_ms,
+                            self.slice_ms)
+        if lane == routing.ON_TIME:
+            yield Row(*result)
+            return
+        (self.late if lane == routing.LATE else self.corrections).inc()
+        yield Row(*result[:-1], lane)

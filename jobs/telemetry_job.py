@@ -13,12 +13,15 @@ import json
 import os
 import sys
 
+import pyflink
 from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment
 
 from telemetry import __version__, routing, topics
 from telemetry import settings as cfg
+from telemetry.checkpoints import NoCheckpointError, latest_checkpoint
 from telemetry.enrichment.queries import load_config
 from telemetry.facts import task_fact_row, task_usage_delta
 from telemetry.lifecycle import LifecycleConfig
@@ -62,6 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="after this a task fact is written with enrichment_status unavailable")
     p.add_argument("--orphan-timeout-ms", type=int, default=30 * 60_000,
                    help="event time without an end after which a task attempt is written as orphaned")
+    p.add_argument("--restore-from", default="",
+                   help="start from this checkpoint or savepoint path; 'latest': the newest completed checkpoint "
+                        "under --checkpoint-dir (a local run restarted after a crash)")
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--job-version", default=__version__)
@@ -270,10 +276,43 @@ def add_lifecycle(sinks: Sinks, a: argparse.Namespace) -> None:
     sinks.add("task_usage_sink", "telemetry.ch.usage.v1", "SELECT f0 FROM task_deltas")
 
 
+def local_s3(a: argparse.Namespace) -> None:
+    """A local run (a mini-cluster in this process) with an s3:// lake or checkpoint directory: the S3 plugin from
+    lib/plugins, with the endpoint and keys from the settings. A cluster sets both up itself (config.yaml,
+    plugins/), so a job submitted to one leaves them alone."""
+    if not any(uri.startswith("s3://") for uri in (a.lake_uri, a.checkpoint_dir)):
+        return
+    s = cfg.load()
+    access_key, secret_key = s.s3_credentials()
+    # PyFlink points FLINK_PLUGINS_DIR at the wheel's own plugins/ unless FLINK_HOME is set: set both before the
+    # JVM starts. A mini-cluster does not load file system plugins itself: initialise them here, in its JVM.
+    os.environ.setdefault("FLINK_HOME", os.path.dirname(os.path.abspath(pyflink.__file__)))
+    os.environ["FLINK_PLUGINS_DIR"] = str(cfg.REPO_ROOT / "lib" / "plugins")
+    jvm = get_gateway().jvm
+    conf = jvm.org.apache.flink.configuration.Configuration()
+    for key, value in (("s3.endpoint", s.s3_endpoint), ("s3.path.style.access", "true"),
+                       ("s3.access-key", access_key), ("s3.secret-key", secret_key)):
+        conf.setString(key, value)
+    plugins = jvm.org.apache.flink.core.plugin.PluginUtils.createPluginManagerFromRootFolder(conf)
+    jvm.org.apache.flink.core.fs.FileSystem.initialize(conf, plugins)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     expose_site_packages()
+    # `flink run` hands this process its client's gateway; without one PyFlink starts a local mini-cluster here.
+    # Before anything touches the JVM: the first Java object starts it, with the environment of that moment.
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:
+        local_s3(a)
     conf = Configuration()
+    if a.restore_from:
+        try:
+            restore = str(latest_checkpoint(a.checkpoint_dir)) if a.restore_from == "latest" else a.restore_from
+        except (NoCheckpointError, ValueError) as exc:
+            print(f"telemetry_job: --restore-from latest: {exc}", file=sys.stderr)
+            return 2
+        print(f"telemetry_job: restoring from {restore}", flush=True)
+        conf.set_string("execution.state-recovery.path", restore)
     conf.set_string("python.execution-mode", "thread")
     # Without it Python operators run on whatever `python` is on PATH, which lacks pyflink / pemja outside a venv.
     conf.set_string("python.executable", sys.executable)
@@ -284,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
     conf.set_string("execution.checkpointing.storage", "filesystem")
     conf.set_string("execution.checkpointing.dir", a.checkpoint_dir)
+    # Kept when the job is cancelled or dies, so it can be restarted from its latest one (--restore-from).
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if a.no_restart:
         conf.set_string("restart-strategy.type", "none")
     if a.jars:

@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's 2.42) serving known node history: series written as OpenMetrics, loaded with
 `promtool tsdb create-blocks-from openmetrics`, served read-only on a free 127.0.0.1 port.
 
-Import the fixture into a test module (`from tests.fixtures_prometheus import prometheus_history`).
+Import the fixture into a test module (`from tests.fixtures_prometheus import prometheus_history`), or serve
+other nodes' history with `serve_history`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
+
+from telemetry.enrichment.queries import window_grid
 
 BASE_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 SCRAPE_S = 15
@@ -50,6 +54,36 @@ NODES = (
          net_rx=5e5, net_tx=5e5, disk_read=2e6, disk_written=1e6, mem_available=(60e9, 50e9)),
     Node("aks-cpu-c", cpus=2, idle_per_cpu=0.6),  # no GPUs: GPU queries come back empty
 )
+
+
+MIB = 1_048_576
+def expected(node: Node, start_ms: int, end_ms: int) -> dict[str, Any]:
+    """The enrichment columns from the node's known series, sampled on the query grid."""
+    first, last = window_grid(start_ms, end_ms, SCRAPE_S)
+    grid = range(first, last + 1, 15)
+    ram = [node.ram(t) for t in grid]
+    seconds = (end_ms - start_ms) / 1000
+    util = 100 * (1 - node.idle_per_cpu)
+    out: dict[str, Any] = {
+        "cpu_util_avg": util, "cpu_util_max": util, "ram_avg": sum(ram) / len(ram), "ram_max": max(ram),
+        "net_avg": node.net_rx + node.net_tx, "net_max": node.net_rx + node.net_tx,
+        "disk_avg": node.disk_read + node.disk_written, "disk_max": node.disk_read + node.disk_written,
+        "cpu_seconds": node.cpus * (1 - node.idle_per_cpu) * seconds,
+        "gpu_util_avg": None, "gpu_util_max": None, "gpu_mem_avg": None, "gpu_mem_max": None, "gpu_seconds": 0.0,
+    }
+    if node.gpu_util:
+        mem = sum(node.gpu_fb_mib) * MIB
+        out.update(gpu_util_avg=sum(node.gpu_util) / len(node.gpu_util), gpu_util_max=max(node.gpu_util),
+                   gpu_mem_avg=mem, gpu_mem_max=mem, gpu_seconds=sum(node.gpu_util) / 100 * seconds)
+    return out
+
+
+def assert_close(got: dict[str, Any], want: dict[str, Any]) -> None:
+    for key, value in want.items():
+        if value is None:
+            assert got[key] is None, key
+        else:
+            assert got[key] == pytest.approx(value, rel=0.01, abs=1e-9), key
 
 
 def openmetrics(nodes: tuple[Node, ...] = NODES) -> str:
@@ -102,14 +136,13 @@ class PrometheusHistory:
     nodes: tuple[Node, ...]
 
 
-@pytest.fixture(scope="session")
-def prometheus_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusHistory]:
-    """A Prometheus on 127.0.0.1 whose TSDB holds NODES' series over HISTORY (no scraping)."""
+@contextmanager
+def serve_history(work: Path, nodes: tuple[Node, ...]) -> Iterator[PrometheusHistory]:
+    """A Prometheus on 127.0.0.1 whose TSDB in `work` holds the nodes' series over HISTORY (no scraping)."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:
         pytest.fail("prometheus / promtool not on PATH: run `make system-deps` (Debian package prometheus)")
-    work: Path = tmp_path_factory.mktemp("prometheus")
-    (work / "history.om").write_text(openmetrics())
+    (work / "history.om").write_text(openmetrics(nodes))
     subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(work / "history.om"),
                     str(work / "data")], check=True, capture_output=True, timeout=120)
     (work / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
@@ -128,7 +161,7 @@ def prometheus_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"prometheus did not start:\n{(work / 'prometheus.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        yield PrometheusHistory(url, NODES)
+        yield PrometheusHistory(url, nodes)
     finally:
         proc.terminate()
         try:
@@ -136,6 +169,13 @@ def prometheus_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def prometheus_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusHistory]:
+    """A Prometheus on 127.0.0.1 whose TSDB holds NODES' series over HISTORY (no scraping)."""
+    with serve_history(tmp_path_factory.mktemp("prometheus"), NODES) as history:
+        yield history
 
 
 def _ready(url: str) -> bool:

@@ -115,3 +115,13 @@ def kafka_url(stack_env: dict[str, str]) -> str:
         pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
                     f"{result.stderr}")
     return settings.load(stack_env).kafka_direct_url
+
+
+@pytest.fixture(scope="session")
+def minio_url(stack_env: dict[str, str]) -> str:
+    """S3 endpoint of the test stack's MinIO, with the lake bucket created, starting only MinIO."""
+    result = run_stack(stack_env, "up", "minio")
+    if result.returncode != 0:
+        pytest.fail(f"MinIO of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
+                    f"{result.stderr}")
+    return settings.load(stack_env).s3_endpoint

@@ -15,43 +15,14 @@ from telemetry.enrichment import (DEFAULT_TEMPLATES, OK, PARTIAL, SKIPPED, UNAVA
 from telemetry.enrichment.queries import buckets, render, window_grid
 from telemetry.enrichment.stats import columns, window_stats
 from telemetry.lifecycle import fact_version
-from tests.fixtures_prometheus import BASE_S, NODES, Node, PrometheusHistory, free_port, prometheus_history  # noqa: F401
+from tests.fixtures_prometheus import (BASE_S, NODES, MIB, Node, PrometheusHistory, assert_close, expected,  # noqa: F401
+                                      free_port, prometheus_history)
 
-MIB = 1_048_576
 WINDOWS = {  # name -> (start ms, end ms)
     "20 min": ((BASE_S + 100) * 1000 + 500, (BASE_S + 1300) * 1000 + 200),
     "across the RAM step": ((BASE_S + 3000) * 1000, (BASE_S + 4200) * 1000 + 999),
     "shorter than a step": ((BASE_S + 5000) * 1000 + 10, (BASE_S + 5000) * 1000 + 250),
 }
-
-
-def expected(node: Node, start_ms: int, end_ms: int) -> dict[str, Any]:
-    """The enrichment columns from the node's known series, sampled on the query grid."""
-    first, last = window_grid(start_ms, end_ms, 15)
-    grid = range(first, last + 1, 15)
-    ram = [node.ram(t) for t in grid]
-    seconds = (end_ms - start_ms) / 1000
-    util = 100 * (1 - node.idle_per_cpu)
-    out: dict[str, Any] = {
-        "cpu_util_avg": util, "cpu_util_max": util, "ram_avg": sum(ram) / len(ram), "ram_max": max(ram),
-        "net_avg": node.net_rx + node.net_tx, "net_max": node.net_rx + node.net_tx,
-        "disk_avg": node.disk_read + node.disk_written, "disk_max": node.disk_read + node.disk_written,
-        "cpu_seconds": node.cpus * (1 - node.idle_per_cpu) * seconds,
-        "gpu_util_avg": None, "gpu_util_max": None, "gpu_mem_avg": None, "gpu_mem_max": None, "gpu_seconds": 0.0,
-    }
-    if node.gpu_util:
-        mem = sum(node.gpu_fb_mib) * MIB
-        out.update(gpu_util_avg=sum(node.gpu_util) / len(node.gpu_util), gpu_util_max=max(node.gpu_util),
-                   gpu_mem_avg=mem, gpu_mem_max=mem, gpu_seconds=sum(node.gpu_util) / 100 * seconds)
-    return out
-
-
-def assert_close(got: dict[str, Any], want: dict[str, Any]) -> None:
-    for key, value in want.items():
-        if value is None:
-            assert got[key] is None, key
-        else:
-            assert got[key] == pytest.approx(value, rel=0.01, abs=1e-9), key
 
 
 def run(coro: Any) -> Any:

@@ -1,82 +1,67 @@
-"""The streaming job on a real Kafka broker and a Flink mini-cluster: a simulator run in, then every output
-checked against the ground truth: DLQ by reason, the raw Parquet lake, audit rows, usage window deltas summed."""
+"""The streaming job on a real Kafka broker and a Flink mini-cluster, with the raw lake on MinIO and Prometheus
+holding known history for every simulated node: a simulator run in, then every output checked against the
+ground truth: DLQ by reason, ingest counters, the lake read back from S3, audit rows, usage window deltas summed,
+running usage per user, task facts enriched within 1% of the series."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import uuid
 from collections import Counter
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import clickhouse_connect
 import pyarrow.dataset as pads
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from telemetry import routing
+from telemetry import routing, settings
 from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
-from tests.truth_compare import GROUP_TOPICS, expected, metric, summed
+from telemetry.simulator.config import SimConfig
+from telemetry.simulator.rand import Rand
+from telemetry.simulator.world import build_world
+from telemetry.stack.minio import MinIO
+from tests.fixtures_prometheus import Node, assert_close, expected, serve_history
+from tests.job_runs import drain, reset_topics, run_job, simulate
+from tests.truth_compare import GROUP_TOPICS, expected as expected_rows, metric, summed
 
 pytestmark = pytest.mark.stack
+SEED = 5
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: Prometheus is down for this job."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def simulated_nodes(seed: int) -> tuple[Node, ...]:
+    """Known series for every node of the simulator's world: each its own GPU load, CPU idle share and RAM."""
+    world = build_world(SimConfig(seed=seed), Rand(f"world:{seed}"))
+    return tuple(
+        Node(n.host_name, gpu_util=tuple(10.0 + 8.0 * ((i + g) % 11) for g in range(n.vm.gpus)),
+             gpu_fb_mib=tuple(2000.0 + 500.0 * g for g in range(n.vm.gpus)), cpus=n.vm.vcpus,
+             idle_per_cpu=0.1 + 0.07 * (i % 12), mem_available=(48e9 - 1e9 * (i % 20), 30e9))
+        for i, n in enumerate(world.nodes))
 
 
-def drain(bootstrap: str, topic: str, with_keys: bool = False) -> list[Any]:
-    """Every committed record of a topic (read_committed, as the loader reads), up to its end offsets: values,
-    or (key, value) pairs."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-drain", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[Any] = []
-        # The last committed offset of a transactional topic is a commit marker, never delivered: stop at the
-        # end offsets' last data record by reading until a poll comes back empty after the positions reach them.
-        while True:
-            batch = consumer.consume(1000, 2.0)
-            out += [(m.key(), m.value()) if with_keys else m.value() for m in batch if m.error() is None]
-            positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())}
-            if not batch and all(positions.get(p, 0) >= end - 1 for p, end in ends.items() if end > 0):
-                return out
-    finally:
-        consumer.close()
+def epoch_ms(ch_datetime: str) -> int:
+    """A task_facts DateTime64(3) text (UTC) as epoch ms."""
+    moment = datetime.strptime(ch_datetime, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1000)
 
 
 @pytest.fixture(scope="module")
-def job_run(kafka_url: str, stack_env: dict[str, str], tmp_path_factory) -> dict[str, Any]:
+def job_run(kafka_url: str, minio_url: str, stack_env: dict[str, str], tmp_path_factory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("job")
-    truth_path, lake = work / "truth.json", work / "lake"
-    sim = subprocess.run([sys.executable, "-m", "telemetry.simulator", "--seed", "5", "--events", "20000",
-                          "--max-speed", "--start", "2026-11-25T00:00:00Z", "--bootstrap", kafka_url,
-                          "--truth", str(truth_path)], cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True)
-    assert sim.returncode == 0, sim.stderr[-3000:]
-    jars = ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
-    command = [sys.executable, "-m", "jobs.telemetry_job", "--bounded", "--no-restart",
-               "--startup-mode", "earliest-offset", "--group-id", "test-job", "--bootstrap", kafka_url,
-               "--lake-uri", f"file://{lake}", "--prometheus-url", f"http://127.0.0.1:{closed_port()}",
-               "--enrichment-timeout-s", "10", "--checkpoint-dir", f"file://{work / 'checkpoints'}", "--jars", jars]
-    log_path = work / "job.log"
-    with open(log_path, "w") as log:
-        job = subprocess.Popen(command, cwd=REPO_ROOT, env=stack_env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            code = job.wait(timeout=420)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            code = job.wait()
-    assert code == 0, f"job exit {code}:\n{log_path.read_text()[-4000:]}"
-    return {"truth": json.loads(truth_path.read_text()), "lake": lake, "bootstrap": kafka_url}
+    reset_topics(stack_env)
+    # Inside the history the Prometheus below serves (BASE_S - 15 min .. BASE_S + 2 h).
+    truth = simulate(stack_env, work / "truth.json", "--seed", str(SEED), "--events", "20000",
+                     "--start", "2026-01-01T00:10:00Z")
+    lake = f"s3://{settings.load(stack_env).lake_bucket}/job-{uuid.uuid4().hex[:8]}"
+    nodes = simulated_nodes(SEED)
+    (work / "prometheus").mkdir()
+    with serve_history(work / "prometheus", nodes) as prometheus:
+        run_job(stack_env, work, "--lake-uri", lake, "--prometheus-url", prometheus.url)
+    return {"truth": truth, "lake": lake, "bootstrap": kafka_url, "nodes": {n.name: n for n in nodes},
+            "s3": MinIO(settings.load(stack_env)).filesystem()}
 
 
 def test_dlq_holds_every_rejected_record_with_its_reason(job_run):
@@ -85,8 +70,9 @@ def test_dlq_holds_every_rejected_record_with_its_reason(job_run):
     assert all(r["topic"] and r["job_version"] and r["payload_encoding"] in ("utf-8", "base64") for r in records)
 
 
-def test_lake_holds_each_valid_event_once_per_topic(job_run):
-    table = pads.dataset(str(job_run["lake"]), format="parquet", partitioning="hive").to_table()
+def test_lake_on_s3_holds_each_valid_event_once_per_topic(job_run):
+    table = pads.dataset(job_run["lake"].removeprefix("s3://"), filesystem=job_run["s3"], format="parquet",
+                         partitioning="hive").to_table()
     per_topic = Counter(table.column("topic").to_pylist())
     assert dict(per_topic) == {t: v["valid"] for t, v in job_run["truth"]["topics"].items() if v["valid"]}
     assert len(set(table.column("event_id").to_pylist())) == table.num_rows
@@ -100,18 +86,28 @@ def test_usage_deltas_sum_to_the_truth(job_run, group):
         row["window_start_ms"] = row.pop("window_start") * 1000
         deltas.append(row)
     assert deltas
-    assert summed(job_run["truth"], group, deltas) == expected(job_run["truth"], group)
+    assert summed(job_run["truth"], group, deltas) == expected_rows(job_run["truth"], group)
 
 
-def test_one_task_fact_per_ended_attempt_even_with_prometheus_down(job_run):
+def test_one_task_fact_per_ended_attempt(job_run):
     facts = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.tasks.v1")]
     tasks = job_run["truth"]["tasks"]
     statuses = Counter(f["status"] for f in facts)
     # The bounded run's final watermark passes every orphan deadline, so the truth's orphans are reported too.
     assert (statuses["finished"], statuses["failed"], statuses["orphaned"]) == (
         tasks["finished"], tasks["failed"], tasks["orphaned"])
-    assert {f["enrichment_status"] for f in facts} == {"unavailable"}
     assert len({(f["task_id"], f["attempt"]) for f in facts}) == len(facts)
+
+
+def test_task_facts_carry_the_nodes_series_within_one_percent(job_run):
+    facts = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.tasks.v1")]
+    timed = [f for f in facts if f["started_at"] and f["finished_at"]]
+    assert timed
+    assert {f["enrichment_status"] for f in timed} == {"ok"}
+    for fact in timed:
+        node = job_run["nodes"][fact["host_name"]]
+        start, end = (epoch_ms(fact[k]) for k in ("started_at", "finished_at"))
+        assert_close(fact, expected(node, start, end))
 
 
 def test_ingest_counters_account_for_every_consumed_record(job_run):
@@ -177,7 +173,7 @@ def test_clickhouse_usage_equals_the_truth(job_run, clickhouse_loaded, group):
         + ", ".join(f"sum({m}) AS {m}" for m in metrics)
         + f", sumMap(errors_by_type) AS errors_by_type FROM {database}.usage_10s GROUP BY window_start_ms, {dims}")
     rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
-    assert summed(job_run["truth"], group, rows) == expected(job_run["truth"], group)
+    assert summed(job_run["truth"], group, rows) == expected_rows(job_run["truth"], group)
 
 
 def test_clickhouse_dlq_audit_and_task_facts(job_run, clickhouse_loaded):

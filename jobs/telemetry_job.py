@@ -51,6 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default=(s.state_dir / "flink" / "job-checkpoints").as_uri(),
                    help="checkpoint storage URI (file:// or s3://); default under the state dir")
     p.add_argument("--out-of-orderness-ms", type=int, default=5000, help="watermark delay behind the newest ts")
+    p.add_argument("--idle-timeout-ms", type=int, default=30_000,
+                   help="a source partition without records for this long stops holding the watermark back "
+                        "(default 30000). Too short and a partition the consumer has not reached yet while it "
+                        "catches up on a backlog counts as idle, so its events arrive late; too long and a topic "
+                        "that falls quiet delays windows by up to this much")
     p.add_argument("--allowed-lateness-ms", type=int, default=600_000,
                    help="after a window closes by watermark, how long late events still correct it (default 10 min)")
     p.add_argument("--slice-ms", type=int, default=1000,
@@ -68,6 +73,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--restore-from", default="",
                    help="start from this checkpoint or savepoint path; 'latest': the newest completed checkpoint "
                         "under --checkpoint-dir (a local run restarted after a crash)")
+    p.add_argument("--rest-port", type=int, default=0,
+                   help="local runs: the mini-cluster's REST API and web UI on 127.0.0.1:PORT, e.g. to stop the "
+                        "job with a savepoint (default 0: any free port)")
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--job-version", default=__version__)
@@ -302,9 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     expose_site_packages()
     # `flink run` hands this process its client's gateway; without one PyFlink starts a local mini-cluster here.
     # Before anything touches the JVM: the first Java object starts it, with the environment of that moment.
-    if "PYFLINK_GATEWAY_PORT" not in os.environ:
+    local = "PYFLINK_GATEWAY_PORT" not in os.environ
+    if local:
         local_s3(a)
     conf = Configuration()
+    if local:
+        conf.set_string("rest.address", "127.0.0.1")
+        conf.set_string("rest.bind-address", "127.0.0.1")
+        conf.set_string("rest.port", str(a.rest_port))
+        if a.rest_port:
+            print(f"telemetry_job: Flink UI of this local run: http://127.0.0.1:{a.rest_port}", flush=True)
     if a.restore_from:
         try:
             restore = str(latest_checkpoint(a.checkpoint_dir)) if a.restore_from == "latest" else a.restore_from
@@ -317,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     # Without it Python operators run on whatever `python` is on PATH, which lacks pyflink / pemja outside a venv.
     conf.set_string("python.executable", sys.executable)
     conf.set_string("table.local-time-zone", "UTC")
-    conf.set_string("table.exec.source.idle-timeout", "5 s")
+    conf.set_string("table.exec.source.idle-timeout", f"{a.idle_timeout_ms} ms")
     conf.set_string("table.exec.state.ttl", f"{a.dedup_ttl_ms} ms")
     conf.set_string("execution.checkpointing.interval", f"{a.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")

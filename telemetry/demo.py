@@ -31,11 +31,12 @@ def say(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def submit_job(s: cfg.Settings, start_ms: int, log: Path) -> str:
+def submit_job(s: cfg.Settings, start_ms: int, log: Path, options: list[str] | None = None) -> str:
+    """`flink run` the job from the records of start_ms on, consumer group demo-<start_ms>; its job id."""
     flink, env = cli(s)
     command = [str(flink), "run", "-d", "-py", str(cfg.REPO_ROOT / "jobs" / "telemetry_job.py"), "--",
                "--startup-mode", "timestamp", "--startup-timestamp-ms", str(start_ms),
-               "--group-id", f"demo-{start_ms}", "--lake-uri", Path(s.effective_lake_uri).as_uri()]
+               "--group-id", f"demo-{start_ms}", "--lake-uri", Path(s.effective_lake_uri).as_uri(), *(options or [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     log.write_text(done.stdout + done.stderr)
     found = re.search(r"JobID ([0-9a-f]{32})", done.stdout)

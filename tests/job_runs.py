@@ -8,17 +8,29 @@ import json
 import subprocess
 import sys
 import time
+import uuid
+from datetime import datetime, timezone
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import clickhouse_connect
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from telemetry import settings
+from telemetry import routing, settings
+from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
 from telemetry.stack.kafka import Kafka
 from telemetry.topics import CATALOGUE
 
 JOB_TIMEOUT_S = 420
+DRAIN_TIMEOUT_S = 120
+
+
+def epoch_ms(ch_datetime: str) -> int:
+    """A DateTime64(3) text (UTC) of the job's ClickHouse rows as epoch ms."""
+    moment = datetime.strptime(ch_datetime, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1000)
 
 
 def reset_topics(stack_env: dict[str, str]) -> None:
@@ -55,10 +67,11 @@ def simulate(stack_env: dict[str, str], truth_path: Path, *args: str) -> dict[st
     return json.loads(truth_path.read_text())
 
 
-def job_command(stack_env: dict[str, str], work: Path, *args: str) -> list[str]:
-    """`python -m jobs.telemetry_job` as a bounded local run from the earliest offsets, checkpoints in work."""
+def job_command(stack_env: dict[str, str], work: Path, *args: str, bounded: bool = True) -> list[str]:
+    """`python -m jobs.telemetry_job` as a local run from the earliest offsets, checkpoints in work; bounded: it
+    ends at the offsets that are the latest when it starts."""
     jars = ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
-    return [sys.executable, "-m", "jobs.telemetry_job", "--bounded", "--no-restart",
+    return [sys.executable, "-m", "jobs.telemetry_job", *(["--bounded"] if bounded else []), "--no-restart",
             "--startup-mode", "earliest-offset", "--group-id", f"test-job-{work.name}",
             "--bootstrap", stack_env["KAFKA_DIRECT_URL"], "--checkpoint-dir", f"file://{work / 'checkpoints'}",
             "--jars", jars, *args]
@@ -78,6 +91,38 @@ def run_job(stack_env: dict[str, str], work: Path, *args: str) -> None:
     assert code == 0, f"job exit {code}:\n{log_path.read_text()[-4000:]}"
 
 
+@contextmanager
+def loaded_clickhouse(stack_env: dict[str, str], clickhouse_url: str) -> Iterator[tuple[Any, str]]:
+    """The loader (--once) puts the job's committed rows into a freshly migrated ClickHouse database; yields
+    (client, database) and drops the database afterwards."""
+    client = clickhouse_connect.get_client(dsn=clickhouse_url)
+    database = f"job_{uuid.uuid4().hex[:10]}"
+    migrate(client, database, 12, say=lambda _: None)
+    env = {**stack_env, "CLICKHOUSE_URL": clickhouse_url, "CLICKHOUSE_DATABASE": database,
+           "LOADER_GROUP_ID": f"job-test-{database}", "LOADER_METRICS_PORT": "0"}
+    done = subprocess.run([sys.executable, "-m", "telemetry.loader", "--once"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        yield client, database
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+        client.close()
+
+
+def usage_rows(client: Any, database: str) -> list[dict[str, Any]]:
+    """usage_10s summed per window and key, as truth_compare.summed reads rows."""
+    dims = ", ".join(routing.DIMS)
+    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, "tasks", "task_failures", "task_retries",
+               "task_queue_ms_sum", "task_load_ms_sum", "task_init_ms_sum", "task_inference_ms_sum",
+               "task_duration_ms_sum"]
+    result = client.query(
+        f"SELECT toUnixTimestamp(window_start) * 1000 AS window_start_ms, {dims}, "
+        + ", ".join(f"sum({m}) AS {m}" for m in metrics)
+        + f", sumMap(errors_by_type) AS errors_by_type FROM {database}.usage_10s GROUP BY window_start_ms, {dims}")
+    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+
+
 def drain(bootstrap: str, topic: str, with_keys: bool = False) -> list[Any]:
     """Every committed record of a topic (read_committed, as the loader reads), up to its end offsets: values,
     or (key, value) pairs."""
@@ -88,6 +133,7 @@ def drain(bootstrap: str, topic: str, with_keys: bool = False) -> list[Any]:
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         out: list[Any] = []
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
         # The last committed offset of a transactional topic is a commit marker, never delivered: stop at the
         # end offsets' last data record by reading until a poll comes back empty after the positions reach them.
         while True:
@@ -96,5 +142,8 @@ def drain(bootstrap: str, topic: str, with_keys: bool = False) -> list[Any]:
             positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())}
             if not batch and all(positions.get(p, 0) >= end - 1 for p, end in ends.items() if end > 0):
                 return out
+            # An open transaction (a producer that died without aborting) holds read_committed readers back.
+            assert time.monotonic() < deadline, f"{topic}: positions {positions} short of the ends {ends} " \
+                f"after {DRAIN_TIMEOUT_S} s: a transaction is still open"
     finally:
         consumer.close()

@@ -6,26 +6,20 @@ running usage per user, task facts enriched within 1% of the series."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any
 
-import clickhouse_connect
 import pyarrow.dataset as pads
 import pytest
 
 from telemetry import routing, settings
-from telemetry.migrate import migrate
-from telemetry.settings import REPO_ROOT
 from telemetry.simulator.config import SimConfig
 from telemetry.simulator.rand import Rand
 from telemetry.simulator.world import build_world
 from telemetry.stack.minio import MinIO
 from tests.fixtures_prometheus import Node, assert_close, expected, serve_history
-from tests.job_runs import drain, reset_topics, run_job, simulate
+from tests.job_runs import drain, epoch_ms, loaded_clickhouse, reset_topics, run_job, simulate, usage_rows
 from tests.truth_compare import GROUP_TOPICS, expected as expected_rows, metric, summed
 
 pytestmark = pytest.mark.stack
@@ -40,12 +34,6 @@ def simulated_nodes(seed: int) -> tuple[Node, ...]:
              gpu_fb_mib=tuple(2000.0 + 500.0 * g for g in range(n.vm.gpus)), cpus=n.vm.vcpus,
              idle_per_cpu=0.1 + 0.07 * (i % 12), mem_available=(48e9 - 1e9 * (i % 20), 30e9))
         for i, n in enumerate(world.nodes))
-
-
-def epoch_ms(ch_datetime: str) -> int:
-    """A task_facts DateTime64(3) text (UTC) as epoch ms."""
-    moment = datetime.strptime(ch_datetime, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
-    return round(moment.timestamp() * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -147,32 +135,13 @@ def test_audit_rows_are_the_audit_topics_valid_events(job_run):
 
 @pytest.fixture(scope="module")
 def clickhouse_loaded(job_run, clickhouse_server: str, stack_env: dict[str, str]):
-    """The loader (--once) puts the job's committed rows into a freshly migrated ClickHouse database."""
-    client = clickhouse_connect.get_client(dsn=clickhouse_server)
-    database = f"job_{uuid.uuid4().hex[:10]}"
-    migrate(client, database, 12, say=lambda _: None)
-    env = {**stack_env, "KAFKA_DIRECT_URL": job_run["bootstrap"], "CLICKHOUSE_URL": clickhouse_server,
-           "CLICKHOUSE_DATABASE": database, "LOADER_GROUP_ID": f"job-test-{database}", "LOADER_METRICS_PORT": "0"}
-    done = subprocess.run([sys.executable, "-m", "telemetry.loader", "--once"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    yield client, database
-    client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
-    client.close()
+    with loaded_clickhouse(stack_env, clickhouse_server) as loaded:
+        yield loaded
 
 
 @pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])
 def test_clickhouse_usage_equals_the_truth(job_run, clickhouse_loaded, group):
-    client, database = clickhouse_loaded
-    dims = ", ".join(routing.DIMS)
-    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, "tasks", "task_failures", "task_retries",
-               "task_queue_ms_sum", "task_load_ms_sum", "task_init_ms_sum", "task_inference_ms_sum",
-               "task_duration_ms_sum"]
-    result = client.query(
-        f"SELECT toUnixTimestamp(window_start) * 1000 AS window_start_ms, {dims}, "
-        + ", ".join(f"sum({m}) AS {m}" for m in metrics)
-        + f", sumMap(errors_by_type) AS errors_by_type FROM {database}.usage_10s GROUP BY window_start_ms, {dims}")
-    rows = [dict(zip(result.column_names, r)) for r in result.result_rows]
+    rows = usage_rows(*clickhouse_loaded)
     assert summed(job_run["truth"], group, rows) == expected_rows(job_run["truth"], group)
 
 

@@ -1,0 +1,163 @@
+"""Benchmark: the streaming job end to end on the local stack. The simulator produces at a steady rate in real
+time (event time = wall time), the job runs on the session cluster (`flink run`), the loader inserts its rows;
+ClickHouse is polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
+
+  sustained   records produced per second, and whether the job kept up (its consumer lag while producing,
+              and how long after the last record the last window was complete)
+  freshness   per LLM request, the time from its event time until ClickHouse's usage_10s counts it.
+              ClickHouse shows a window's count, not single events, so the k-th request of a window to become
+              visible is taken to be the k-th by event time, spread evenly over the window (the simulator
+              sends at an even rate); each poll's new requests get that poll's time.
+
+Run with the stack up and migrated (`make stack-up migrate`):
+    PYTHONPATH=. python benchmarks/bench_job.py [--rate 10000] [--duration 60] [-- JOB OPTIONS...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import clickhouse_connect  # noqa: E402
+import requests  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from telemetry import settings as cfg  # noqa: E402
+from telemetry.demo import simulate, submit_job, wait_running  # noqa: E402
+from telemetry.routing import WINDOW_MS  # noqa: E402
+from telemetry.topics import SOURCE_TOPICS  # noqa: E402
+
+POLL_S = 0.5
+TAIL_RATE = 200  # clean records/s after the run, so event time keeps moving and the last windows close
+
+
+def job_lag(s: cfg.Settings, group: str) -> int:
+    """Records of the source topics beyond what the job's consumer group committed (it commits per checkpoint)."""
+    consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(t, p) for t in SOURCE_TOPICS
+                 for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        lag = 0
+        for tp in consumer.committed(parts, timeout=10):
+            lag += consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
+        return lag
+    except Exception:  # noqa: BLE001 - the coordinator may not know the group yet: no figure this time
+        return -1
+    finally:
+        consumer.close()
+
+
+def window_requests(truth: dict[str, Any]) -> dict[int, int]:
+    llm = truth["windows"]["llm"]
+    at = len(llm["key"]) + llm["metrics"].index("requests")
+    out: dict[int, int] = {}
+    for row in llm["rows"]:
+        out[row[0]] = out.get(row[0], 0) + row[at]
+    return out
+
+
+def freshness(seen: dict[int, list[tuple[float, int]]], want: dict[int, int]) -> list[float]:
+    """Seconds from event time to visibility for every request (see the module doc for the estimate)."""
+    out: list[float] = []
+    for window, total in want.items():
+        shown = 0
+        for at, count in seen.get(window, []):
+            for k in range(shown, min(count, total)):
+                event_s = (window + WINDOW_MS * (k + 0.5) / total) / 1000
+                out.append(at - event_s)
+            shown = max(shown, count)
+    return out
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=int, default=10_000, help="records per second (default 10,000)")
+    p.add_argument("--duration", type=int, default=60, help="seconds of production (default 60)")
+    p.add_argument("--timeout", type=int, default=300, help="give up this long after production ends")
+    p.add_argument("job_options", nargs="*", help="extra options for jobs/telemetry_job.py (after --)")
+    a = p.parse_args(argv)
+    s = cfg.load()
+    work = s.state_dir / "bench-job"
+    work.mkdir(parents=True, exist_ok=True)
+    start_ms = (int(time.time() * 1000) // WINDOW_MS + 2) * WINDOW_MS  # a window boundary after start-up
+    events = a.rate * a.duration
+    end_ms = start_ms + a.duration * 1000
+    print(f"[bench] submitting the job; then {events:,} records at {a.rate:,}/s from "
+          f"{time.strftime('%H:%M:%S', time.gmtime(start_ms / 1000))} UTC", flush=True)
+    job_id = submit_job(s, start_ms, work / "flink-run.log", a.job_options)
+    wait_running(s, job_id)
+    group = f"demo-{start_ms}"  # submit_job's consumer group
+    loader_log = open(work / "loader.log", "wb")
+    loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=loader_log, stderr=subprocess.STDOUT)
+    ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user, password=s.clickhouse_password)
+    db = s.clickhouse_database
+    seen: dict[int, list[tuple[float, int]]] = {}
+    lags: list[int] = []
+    tail = None
+    try:
+        while time.time() * 1000 < start_ms - 200:
+            time.sleep(0.05)
+        producer = simulate(s, start_ms, events, a.rate, work / "truth.json", seed=3)
+        last_lag = 0.0
+        while True:
+            now = time.time()
+            rows = ch.query(f"SELECT toUnixTimestamp(window_start) * 1000, sum(requests) FROM {db}.usage_10s "
+                            f"WHERE window_start >= toDateTime({start_ms // 1000}) "
+                            f"AND window_start < toDateTime({end_ms // 1000}) GROUP BY window_start").result_rows
+            for window, count in rows:
+                history = seen.setdefault(int(window), [])
+                if not history or history[-1][1] != count:
+                    history.append((now, int(count)))
+            if producer.poll() is None and now - last_lag >= 5:
+                lags.append(job_lag(s, group))
+                print(f"[bench] {now - start_ms / 1000:5.0f} s: job lag {lags[-1]:,} records, "
+                      f"{sum(c[-1][1] for c in seen.values()):,} requests visible", flush=True)
+                last_lag = now
+            if producer.poll() is not None:
+                if producer.returncode != 0:
+                    raise SystemExit("the simulator failed")
+                if tail is None:
+                    produced_at = now
+                    tail = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
+                    want = window_requests(json.loads((work / "truth.json").read_text()))
+                if all(seen.get(w, [(0, 0)])[-1][1] >= n for w, n in want.items()):
+                    complete_at = now
+                    break
+                if now - produced_at > a.timeout:
+                    raise SystemExit(f"the run's windows were not complete {a.timeout} s after production ended")
+            time.sleep(POLL_S)
+    finally:
+        if tail:
+            tail.terminate()
+            tail.wait()
+        requests.patch(f"{s.flink_rest_url}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
+        loader.send_signal(signal.SIGTERM)
+        loader.wait(timeout=60)
+        loader_log.close()
+    fresh = freshness(seen, want)
+    valid_lags = [x for x in lags if x >= 0]
+    print(f"[bench] produced {events:,} records in {produced_at - start_ms / 1000:.1f} s "
+          f"({events / (produced_at - start_ms / 1000):,.0f} records/s); job lag while producing: max "
+          f"{max(valid_lags, default=-1):,}, last {valid_lags[-1] if valid_lags else -1:,} records")
+    print(f"[bench] every window complete {complete_at - end_ms / 1000:.1f} s after the run's last event time; "
+          f"end to end {events / (complete_at - start_ms / 1000):,.0f} records/s")
+    print(f"[bench] freshness of {len(fresh):,} LLM requests: p50 {quantile(fresh, 0.5):.2f} s, "
+          f"p99 {quantile(fresh, 0.99):.2f} s, max {max(fresh):.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ import sys
 
 import pyflink
 from pyflink.common import Configuration, Types
-from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment
 
@@ -28,7 +28,7 @@ from telemetry.lifecycle import LifecycleConfig
 from udfs.enrichment import PrometheusEnrichment, add_enrichment
 from udfs.lifecycle import FACT_ROW_TYPE, LifecycleJoin, to_fact
 from udfs.python_env import expose_site_packages
-from udfs.route import DLQ_TAG, WIDE_ROW_TYPE, Route
+from udfs.route import DLQ_TAG, TASK_TAG, WIDE_ROW_TYPE, Route
 
 USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
 SUM_COLUMNS = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
@@ -76,6 +76,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rest-port", type=int, default=0,
                    help="local runs: the mini-cluster's REST API and web UI on 127.0.0.1:PORT, e.g. to stop the "
                         "job with a savepoint (default 0: any free port)")
+    p.add_argument("--flamegraph", action="store_true",
+                   help="local runs: turn on the Flink UI's flame graphs (CPU profiles per operator)")
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--job-version", default=__version__)
@@ -154,7 +156,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     add_usage(sinks, a)
     add_ingest_counters(sinks, a)
     add_user_usage(sinks, a)
-    add_lifecycle(sinks, a)
+    add_lifecycle(sinks, routed.get_side_output(TASK_TAG), a)
 
     sinks.add("late_sink", "telemetry.ch.late.v1", f"""
         SELECT event_id, topic, tenant_id, {ch_time("ts_ms")}, window_start_ms / 1000,
@@ -248,24 +250,30 @@ def add_user_usage(sinks: Sinks, a: argparse.Namespace) -> None:
     ) WITH (
         'connector' = 'upsert-kafka', 'topic' = '{topics.USAGE_TOPIC}', 'properties.bootstrap.servers' = '{a.bootstrap}',
         'key.format' = 'json', 'value.format' = 'json')""")
+    # Summed per slice first, as usage_10s is (a slice holds far fewer users than events), corrections one by one;
+    # then the running sum per key emits one update per slice and user instead of one per event.
+    metrics = ", ".join(USAGE_SUMS)
+    day = "DATE_FORMAT(TO_TIMESTAMP_LTZ(window_start_ms, 3), 'yyyy-MM-dd')"
+    sinks.t_env.create_temporary_view("user_slices", sinks.t_env.sql_query(f"""
+        SELECT tenant_id, department_id, user_id, {day} AS `day`, COUNT(*) AS events, {sums}
+        FROM TABLE(TUMBLE(TABLE unique_events, DESCRIPTOR(rowtime), INTERVAL '{a.slice_ms / 1000}' SECOND))
+        WHERE lane = {routing.ON_TIME}
+        GROUP BY window_start, window_end, tenant_id, department_id, user_id, {day}
+        UNION ALL
+        SELECT tenant_id, department_id, user_id, {day}, CAST(1 AS BIGINT), {metrics}
+        FROM unique_events WHERE lane = {routing.CORRECTION}"""))
     # The global state TTL (--dedup-ttl-ms) would forget a quiet user's day: this aggregate keeps keys two days.
     sinks.statements.add_insert_sql(f"""INSERT INTO user_usage
-        SELECT /*+ STATE_TTL('unique_events' = '2 d') */ tenant_id, department_id, user_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd') AS `day`,
-               COUNT(*) AS events, {sums}
-        FROM unique_events WHERE lane <> {routing.LATE}
-        GROUP BY tenant_id, department_id, user_id, DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd')""")
+        SELECT /*+ STATE_TTL('user_slices' = '2 d') */ tenant_id, department_id, user_id, `day`,
+               SUM(events), {", ".join(f"SUM({m})" for m in USAGE_SUMS)}
+        FROM user_slices GROUP BY tenant_id, department_id, user_id, `day`""")
 
 
-def add_lifecycle(sinks: Sinks, a: argparse.Namespace) -> None:
+def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) -> None:
     """Task events -> lifecycle join keyed by task_id -> Prometheus enrichment (the one process-mode operator)
     -> task_facts rows, and each ended attempt's usage delta."""
     t_env = sinks.t_env
-    task_topics = ", ".join(f"'{t}'" for t in sorted(routing.TASK_TOPICS))
-    # A late end event would move a window closed for billing: the attempt is reported as orphaned instead.
-    events = t_env.to_data_stream(t_env.sql_query(
-        "SELECT task_id, event_json, rowtime FROM unique_events "
-        f"WHERE task_id IS NOT NULL AND topic IN ({task_topics}) AND lane <> {routing.LATE}"))
-    facts = (events.key_by(lambda r: r[0], key_type=Types.STRING())
+    facts = (task_events.key_by(lambda r: r[0], key_type=Types.STRING())
              .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
                       output_type=FACT_ROW_TYPE)
              .name("lifecycle join").uid("lifecycle-join"))
@@ -318,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         conf.set_string("rest.address", "127.0.0.1")
         conf.set_string("rest.bind-address", "127.0.0.1")
         conf.set_string("rest.port", str(a.rest_port))
+        conf.set_string("rest.flamegraph.enabled", str(a.flamegraph).lower())
         if a.rest_port:
             print(f"telemetry_job: Flink UI of this local run: http://127.0.0.1:{a.rest_port}", flush=True)
     if a.restore_from:

@@ -1,7 +1,8 @@
 """The job's one Python hop for every record: telemetry.routing in a ProcessFunction.
 
 Valid events leave as typed wide rows (main output) with their lane (on time, correction, late); rejected records
-as DLQ rows (side output), so nothing consumed is dropped without a trace.
+as DLQ rows, and task lifecycle events once more for the lifecycle join (side outputs), so nothing consumed is
+dropped without a trace.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ WIDE_ROW_TYPE = Types.ROW_NAMED(list(routing.ROW_NAMES), [_KIND_TYPES[k] for _, 
 # the loader inserts into dlq_events.
 DLQ_ROW_TYPE = Types.ROW_NAMED(["topic", "window_start_ms", "record"], [Types.STRING(), Types.LONG(), Types.STRING()])
 DLQ_TAG = OutputTag("dlq", DLQ_ROW_TYPE)
+# Task lifecycle events for the lifecycle join, straight from here: taking them from the SQL side would make the
+# planner compute the deduplication a second time for that branch (the join drops duplicates itself).
+TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json"], [Types.STRING(), Types.STRING()])
+TASK_TAG = OutputTag("tasks", TASK_ROW_TYPE)
+_TASK_ID = routing.ROW_NAMES.index("task_id")
+_JSON = routing.ROW_NAMES.index("event_json")
 
 
 class Route(ProcessFunction):
@@ -59,8 +66,12 @@ class Route(ProcessFunction):
         self.valid.inc()
         lane = routing.lane(result[3], record_ts, ctx.timer_service().current_watermark(), self.allowed_lateness_ms,
                             self.slice_ms)
-        if lane == routing.ON_TIME:
-            yield Row(*result)
-            return
-        (self.late if lane == routing.LATE else self.corrections).inc()
-        yield Row(*result[:-1], lane)
+        if lane == routing.LATE:
+            self.late.inc()
+        else:
+            if lane == routing.CORRECTION:
+                self.corrections.inc()
+            # A late end event would move a window closed for billing: the attempt is reported as orphaned instead.
+            if result[_TASK_ID] is not None and topic in routing.TASK_TOPICS:
+                yield TASK_TAG, Row(result[_TASK_ID], result[_JSON])
+        yield Row(*result) if lane == routing.ON_TIME else Row(*result[:-1], lane)

@@ -63,7 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "it (default 1000; must divide 10000)")
     p.add_argument("--dedup-ttl-ms", type=int, default=600_000, help="how long an event_id is remembered (default 10 min)")
     p.add_argument("--bounded", action="store_true",
-                   help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever")
+                   help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever. "
+                        "Restored from a checkpoint, a bounded run never ends (FLINK-31006): restart unbounded")
     p.add_argument("--prometheus-url", default=s.prometheus_url,
                    help="Prometheus for task enrichment (PROMETHEUS_URL); empty turns enrichment off")
     p.add_argument("--enrichment-timeout-s", type=float, default=30.0,
@@ -320,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything touches the JVM: the first Java object starts it, with the environment of that moment.
     local = "PYFLINK_GATEWAY_PORT" not in os.environ
     if local:
-        local_s3(a)
+        try:
+            local_s3(a)
+        except cfg.SettingsError as exc:
+            print(f"telemetry_job: an s3:// lake or checkpoint directory needs S3 credentials: {exc}", file=sys.stderr)
+            return 2
     conf = Configuration()
     if local:
         conf.set_string("rest.address", "127.0.0.1")

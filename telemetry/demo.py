@@ -67,6 +67,17 @@ def simulate(s: cfg.Settings, start_ms: int, events: int, rate: int, truth: Path
     return subprocess.Popen(command)
 
 
+def stop_run(s: cfg.Settings, job_id: str, loader: subprocess.Popen[bytes],
+             tail: subprocess.Popen[bytes] | None) -> None:
+    """Stop the tail of traffic, cancel the job, let the loader finish its batch and exit."""
+    if tail:
+        tail.terminate()
+        tail.wait()
+    requests.patch(f"{s.flink_rest_url}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
+    loader.send_signal(signal.SIGTERM)
+    loader.wait(timeout=60)
+
+
 def expected_totals(truth: dict[str, Any]) -> dict[str, int]:
     llm = truth["windows"]["llm"]
     requests_at = len(llm["key"]) + llm["metrics"].index("requests")
@@ -91,13 +102,20 @@ def loaded_totals(ch: Any, db: str, span: dict[str, int]) -> dict[str, int]:
     }
 
 
+def cell(value: Any) -> str:
+    """A table cell: large floats with one decimal, small ones (rates, shares) with three significant digits."""
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return str(value)
+
+
 def summary(ch: Any, db: str, span: dict[str, int]) -> None:
     def table(title: str, sql: str) -> None:
         result = ch.query(sql, parameters=span)
         print(f"\n  {title}")
         print("    " + " | ".join(result.column_names))
         for row in result.result_rows:
-            print("    " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+            print("    " + " | ".join(cell(v) for v in row))
 
     table("Financial Director: top users by GPU-seconds (credits)", f"""
         SELECT user_id, department_id, round(sum(wkf_gpu_seconds + kuber_gpu_seconds), 1) AS gpu_seconds,
@@ -169,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"raw lake (Parquet, topic=/date=/hour=): {s.effective_lake_uri}")
         say(f"ground truth: {truth_path}")
     finally:
-        if tail:
-            tail.terminate()
-            tail.wait()
-        requests.patch(f"{s.flink_rest_url}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
-        loader.send_signal(signal.SIGTERM)
-        loader.wait(timeout=60)
+        stop_run(s, job_id, loader, tail)
         loader_log.close()
         say(f"job {job_id} cancelled, loader stopped")
     return 0

@@ -28,7 +28,7 @@ from telemetry.topics import SOURCE_TOPICS
 from tests.fixtures_prometheus import free_port
 from tests.job_runs import (JOB_TIMEOUT_S, drain, epoch_ms, job_command, loaded_clickhouse, reset_topics, run_job,
                             simulate, usage_rows)
-from tests.truth_compare import GROUP_TOPICS, expected, summed
+from tests.truth_compare import GROUP_TOPICS, ended_attempts, expected, ingest_totals, summed
 
 pytestmark = pytest.mark.stack
 ORPHAN_TIMEOUT_MS = 60_000  # shorter than the default 30 min, so a tail of traffic soon passes every deadline
@@ -116,7 +116,7 @@ def restore_and_catch_up(stack_env: dict[str, str], work: Path, truth: dict[str,
                 time.sleep(1)
             simulate(stack_env, work / "tail.json", "--seed", "2", "--events", "2000", "--start",
                      str(tail_start(truth)), "--malformed", "0", "--duplicates", "0")
-            ended = sum(truth["tasks"][k] for k in ("finished", "failed", "orphaned"))
+            ended = sum(ended_attempts(truth).values())
             while len(run_facts(bootstrap, truth)) < ended:
                 assert job.poll() is None, f"the restored job ended:\n{(work / 'job.log').read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "the run's last task facts were not committed"
@@ -179,13 +179,11 @@ def test_dlq_ingest_and_task_facts_are_exact_after_a_kill_and_restore(crashed_an
     ingest = client.query(f"SELECT topic, sum(consumed), sum(valid), sum(dlq), sum(duplicates) "
                           f"FROM {database}.ingest_stats_10s WHERE window_start < {before_tail} "
                           f"GROUP BY topic").result_rows
-    assert {r[0]: tuple(r[1:]) for r in ingest} == {
-        t: (v["produced"], v["valid"], sum(v["malformed"].values()), v["duplicates"])
-        for t, v in truth["topics"].items() if v["produced"]}
+    assert {r[0]: tuple(r[1:]) for r in ingest} == ingest_totals(truth)
     # Without FINAL: a fact written twice would show.
     facts = dict(client.query(f"SELECT status, count() FROM {database}.task_facts "
                               f"WHERE finished_at < {before_tail} GROUP BY status").result_rows)
-    assert facts == {k: truth["tasks"][k] for k in ("finished", "failed", "orphaned") if truth["tasks"][k]}
+    assert facts == ended_attempts(truth)
     audit = client.query(f"SELECT count() FROM {database}.audit_log WHERE ts < {before_tail}").result_rows[0][0]
     assert audit == sum(truth["topics"][t]["valid"] for t in routing.AUDIT_TOPICS)
 

@@ -52,3 +52,14 @@ def summed(truth: dict[str, Any], group: str, rows: Iterable[dict[str, Any]]) ->
             for kind, n in errors.items():
                 sums[f"err_{kind}"] += n
     return {k: v for k, v in acc.items() if any(v.values())}
+
+
+def ingest_totals(truth: dict[str, Any]) -> dict[str, tuple[int, int, int, int]]:
+    """Per source topic with records: (consumed, valid, dlq, duplicates), as ingest_stats_10s sums them."""
+    return {t: (v["produced"], v["valid"], sum(v["malformed"].values()), v["duplicates"])
+            for t, v in truth["topics"].items() if v["produced"]}
+
+
+def ended_attempts(truth: dict[str, Any]) -> dict[str, int]:
+    """Task facts per status (finished, failed, orphaned), statuses without any left out."""
+    return {k: truth["tasks"][k] for k in ("finished", "failed", "orphaned") if truth["tasks"][k]}

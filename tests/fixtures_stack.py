@@ -39,11 +39,13 @@ def free_offset() -> int:
 def make_stack_environ(state_dir: Path, offset: int) -> dict[str, str]:
     """The environment of a stack in state_dir with every port shifted by offset."""
     defaults = Settings()
-    # Keys of a real S3 would not open the test MinIO; PYFLINK_* wire this pytest process to its own PyFlink
-    # gateway (set once a test ran a mini-cluster here), and a child job inheriting them refuses to start.
+    # Keys of a real S3 would not open the test MinIO. Once a test ran a mini-cluster in this pytest process,
+    # PyFlink has set variables here that wire it to its own gateway and Python loopback server and point at the
+    # wheel's Flink directories; a child job inheriting them refused to start, or (PYTHON_LOOPBACK_SERVER_ADDRESS)
+    # ran and exited 0 without reading a record.
     environ = {
         key: value for key, value in os.environ.items()
-        if key not in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "LAKE_URI") and not key.startswith("PYFLINK_")
+        if key not in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "LAKE_URI") and not _pyflink_leftover(key)
     }
     environ.update(
         {
@@ -57,6 +59,13 @@ def make_stack_environ(state_dir: Path, offset: int) -> dict[str, str]:
         }
     )
     return environ
+
+
+def _pyflink_leftover(key: str) -> bool:
+    """A variable PyFlink sets in the process that started a mini-cluster (not a setting of ours)."""
+    return (key.startswith(("PYFLINK_", "_PYFLINK_", "_PYTHON_")) or key == "PYTHON_LOOPBACK_SERVER_ADDRESS"
+            or key in ("FLINK_HOME", "FLINK_LIB_DIR", "FLINK_OPT_DIR", "FLINK_PLUGINS_DIR", "FLINK_CONF_DIR",
+                       "FLINK_BIN_DIR"))
 
 
 def _shift(url: str, offset: int) -> str:

@@ -5,11 +5,13 @@ python.execution-mode to process while the async operator is added and restores 
 
 from __future__ import annotations
 
+import time
+
 from pyflink.common import Row, Time
 from pyflink.datastream import AsyncDataStream, AsyncFunction, DataStream, RuntimeContext
 from pyflink.util.java_utils import get_j_env_configuration
 
-from telemetry.enrichment import UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
+from telemetry.enrichment import OK, PARTIAL, SKIPPED, UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
 from udfs.lifecycle import FACT_ROW_TYPE, to_fact, to_row
 
 EXECUTION_MODE = "python.execution-mode"
@@ -23,11 +25,19 @@ class PrometheusEnrichment(AsyncFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.enricher = PrometheusEnricher(self.cfg or load_config())
+        metrics = runtime_context.get_metrics_group().add_group("enrichment")
+        self.by_status = {status: metrics.counter(f"status_{status}") for status in (OK, PARTIAL, UNAVAILABLE, SKIPPED)}
+        self.latency_ms = metrics.distribution("latency_ms")
 
     async def async_invoke(self, value: Row) -> list[Row]:
-        return [to_row(await self.enricher.enrich(to_fact(value)))]
+        began = time.monotonic()
+        fact = await self.enricher.enrich(to_fact(value))
+        self.latency_ms.update(int((time.monotonic() - began) * 1000))
+        self.by_status[fact["enrichment_status"]].inc()
+        return [to_row(fact)]
 
     def timeout(self, value: Row) -> list[Row]:
+        self.by_status[UNAVAILABLE].inc()
         fact = to_fact(value)
         return [to_row({**fact, "enrichment_status": UNAVAILABLE, "version": fact["version"] | 1})]
 

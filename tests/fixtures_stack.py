@@ -106,31 +106,31 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         run_stack(environ, "down")
 
 
+def bring_up(stack_env: dict[str, str], *services: str) -> Settings:
+    """`python -m telemetry.stack up SERVICES` (all when none) in the test stack's environment; fails the test
+    with the CLI's output unless every service came up healthy."""
+    result = run_stack(stack_env, "up", *services)
+    if result.returncode != 0:
+        what = ", ".join(services) or "the stack"
+        pytest.fail(f"{what} of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
+                    f"{result.stderr}")
+    return settings.load(stack_env)
+
+
 @pytest.fixture(scope="session")
 def stack(stack_env: dict[str, str]) -> Settings:
     """Settings of a running, healthy test stack (Kafka with the catalogue's topics, ClickHouse dev server,
     MinIO with the lake bucket, Prometheus, Flink session cluster)."""
-    result = run_stack(stack_env, "up")
-    if result.returncode != 0:
-        pytest.fail(f"the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return settings.load(stack_env)
+    return bring_up(stack_env)
 
 
 @pytest.fixture(scope="session")
 def kafka_url(stack_env: dict[str, str]) -> str:
     """Bootstrap URL of the test stack's broker, starting only Kafka (`up` creates the catalogue's topics)."""
-    result = run_stack(stack_env, "up", "kafka")
-    if result.returncode != 0:
-        pytest.fail(f"Kafka of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
-                    f"{result.stderr}")
-    return settings.load(stack_env).kafka_direct_url
+    return bring_up(stack_env, "kafka").kafka_direct_url
 
 
 @pytest.fixture(scope="session")
 def minio_url(stack_env: dict[str, str]) -> str:
     """S3 endpoint of the test stack's MinIO, with the lake bucket created, starting only MinIO."""
-    result = run_stack(stack_env, "up", "minio")
-    if result.returncode != 0:
-        pytest.fail(f"MinIO of the test stack did not come up (exit {result.returncode}):\n{result.stdout}\n"
-                    f"{result.stderr}")
-    return settings.load(stack_env).s3_endpoint
+    return bring_up(stack_env, "minio").s3_endpoint

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from confluent_kafka import Producer, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from pyarrow import fs
 
 from telemetry.settings import Settings
@@ -93,6 +93,15 @@ def test_every_catalogue_topic_exists_with_its_partition_count(stack: Settings) 
     assert {t.name: len(topics[t.name].partitions) if t.name in topics else 0 for t in CATALOGUE} == {
         t.name: t.partitions for t in CATALOGUE
     }
+
+
+def test_topics_keep_history_whatever_its_event_time(stack: Settings) -> None:
+    # Records carry the event's time; time-based retention deleted replayed history (months old) within one
+    # retention check, and a job started after it read nothing.
+    admin = AdminClient({"bootstrap.servers": stack.kafka_direct_url})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, CATALOGUE[0].name)
+    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert (config["retention.ms"].value, config["retention.bytes"].value) == ("-1", "1073741824")
 
 
 def test_lake_bucket_exists_and_minio_credentials_are_private(stack: Settings) -> None:

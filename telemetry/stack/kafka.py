@@ -101,6 +101,11 @@ class Kafka(Service):
                     # the topic catalogue is the only source of topics: a misspelt name fails instead of
                     # silently creating a one-partition topic nobody reads
                     "auto.create.topics.enable=false",
+                    # Retention by size, not time: producers stamp records with the event's time, and the
+                    # simulator and tests replay history months old, which the default 7-day retention deleted
+                    # at the next check (the job then read nothing). 1 GiB per partition bounds the disk.
+                    "log.retention.ms=-1",
+                    "log.retention.bytes=1073741824",
                     # 2 cores: fewer threads than the defaults, which are sized for servers
                     "num.network.threads=2",
                     "num.io.threads=4",

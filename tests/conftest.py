@@ -17,9 +17,9 @@ from udfs.python_env import expose_site_packages
 # Flink mini-clusters started by tests run thread-mode Python inside the JVM: it must see this venv.
 expose_site_packages()
 
-# The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`; registered here, once, so pytest
-# rewrites its asserts.
-pytest_plugins = ["tests.fixtures_stack"]
+# The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`, and the session's one job run on it
+# (shared by the job and Grafana tests); registered here, once, so pytest rewrites their asserts.
+pytest_plugins = ["tests.fixtures_stack", "tests.fixtures_job"]
 
 
 @pytest.fixture(scope="session")

@@ -6,51 +6,20 @@ running usage per user, task facts enriched within 1% of the series."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from typing import Any
 
 import pyarrow.dataset as pads
 import pytest
 
-from telemetry import routing, settings
-from telemetry.simulator.config import SimConfig
-from telemetry.simulator.rand import Rand
-from telemetry.simulator.world import build_world
-from telemetry.stack.minio import MinIO
-from tests.fixtures_prometheus import Node, assert_close, expected, serve_history
-from tests.job_runs import drain, epoch_ms, loaded_clickhouse, reset_topics, run_job, simulate, usage_rows
+from telemetry import routing
+from tests.fixtures_prometheus import assert_close, expected
+from tests.job_runs import drain, epoch_ms, usage_rows
 from tests.truth_compare import GROUP_TOPICS, ended_attempts, ingest_totals, metric, summed
 from tests.truth_compare import expected as expected_rows
 
 pytestmark = pytest.mark.stack
-SEED = 5
-
-
-def simulated_nodes(seed: int) -> tuple[Node, ...]:
-    """Known series for every node of the simulator's world: each its own GPU load, CPU idle share and RAM."""
-    world = build_world(SimConfig(seed=seed), Rand(f"world:{seed}"))
-    return tuple(
-        Node(n.host_name, gpu_util=tuple(10.0 + 8.0 * ((i + g) % 11) for g in range(n.vm.gpus)),
-             gpu_fb_mib=tuple(2000.0 + 500.0 * g for g in range(n.vm.gpus)), cpus=n.vm.vcpus,
-             idle_per_cpu=0.1 + 0.07 * (i % 12), mem_available=(48e9 - 1e9 * (i % 20), 30e9))
-        for i, n in enumerate(world.nodes))
-
-
-@pytest.fixture(scope="module")
-def job_run(kafka_url: str, minio_url: str, stack_env: dict[str, str], tmp_path_factory) -> dict[str, Any]:
-    work = tmp_path_factory.mktemp("job")
-    reset_topics(stack_env)
-    # Inside the history the Prometheus below serves (BASE_S - 15 min .. BASE_S + 2 h).
-    truth = simulate(stack_env, work / "truth.json", "--seed", str(SEED), "--events", "20000",
-                     "--start", "2026-01-01T00:10:00Z")
-    lake = f"s3://{settings.load(stack_env).lake_bucket}/job-{uuid.uuid4().hex[:8]}"
-    nodes = simulated_nodes(SEED)
-    (work / "prometheus").mkdir()
-    with serve_history(work / "prometheus", nodes) as prometheus:
-        run_job(stack_env, work, "--lake-uri", lake, "--prometheus-url", prometheus.url)
-    return {"truth": truth, "lake": lake, "bootstrap": kafka_url, "nodes": {n.name: n for n in nodes},
-            "s3": MinIO(settings.load(stack_env)).filesystem()}
+# job_run (the session's one job run) and clickhouse_loaded (its rows in ClickHouse) come from tests/fixtures_job.py.
 
 
 def test_dlq_holds_every_rejected_record_with_its_reason(job_run):
@@ -132,12 +101,6 @@ def test_audit_rows_are_the_audit_topics_valid_events(job_run):
     rows = [json.loads(v) for v in drain(job_run["bootstrap"], "telemetry.ch.audit.v1")]
     topics = job_run["truth"]["topics"]
     assert Counter(r["topic"] for r in rows) == Counter({t: topics[t]["valid"] for t in routing.AUDIT_TOPICS})
-
-
-@pytest.fixture(scope="module")
-def clickhouse_loaded(job_run, clickhouse_server: str, stack_env: dict[str, str]):
-    with loaded_clickhouse(stack_env, clickhouse_server) as loaded:
-        yield loaded
 
 
 @pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])

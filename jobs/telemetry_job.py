@@ -80,7 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--flamegraph", action="store_true",
                    help="local runs: turn on the Flink UI's flame graphs (CPU profiles per operator)")
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
-    p.add_argument("--parallelism", type=int, default=1)
+    p.add_argument("--parallelism", type=int, default=0,
+                   help="job parallelism; default: the cluster's parallelism.default (1 for a local run)")
     p.add_argument("--job-version", default=__version__)
     p.add_argument("--jars", default="", help="extra jar URLs (file://...;...) for a local run outside the session cluster")
     return p.parse_args(argv)
@@ -176,19 +177,25 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
               "resource STRING, decision STRING, policy_id STRING, details STRING", fmt="json")
 
     # Every valid event, late ones too: the lake is what a backfill replays.
-    t_env.execute_sql(f"""CREATE TEMPORARY TABLE lake (
-        event_id STRING, event_name STRING, ts TIMESTAMP(3), tenant_id STRING, department_id STRING,
-        project_id STRING, user_id STRING, node_id STRING, host_name STRING, vm_type STRING, payload STRING,
-        topic STRING, `date` STRING, `hour` STRING
-    ) PARTITIONED BY (topic, `date`, `hour`) WITH (
-        'connector' = 'filesystem', 'path' = '{a.lake_uri}', 'format' = 'parquet',
-        'sink.partition-commit.policy.kind' = 'success-file')""")
+    t_env.execute_sql(lake_ddl("lake", a.lake_uri))
     sinks.statements.add_insert_sql("""INSERT INTO lake
         SELECT event_id, event_name, CAST(TO_TIMESTAMP_LTZ(ts_ms, 3) AS TIMESTAMP(3)), tenant_id, department_id,
                project_id, user_id, node_id, host_name, vm_type, event_json, topic,
                DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'yyyy-MM-dd'), DATE_FORMAT(TO_TIMESTAMP_LTZ(ts_ms, 3), 'HH')
         FROM unique_events""")
     sinks.statements.attach_as_datastream()
+
+
+def lake_ddl(name: str, uri: str) -> str:
+    """The raw lake as a table: one stable schema for every topic, partitioned topic= / date= / hour=; the
+    streaming job writes it, the backfill job reads it."""
+    return f"""CREATE TEMPORARY TABLE {name} (
+        event_id STRING, event_name STRING, ts TIMESTAMP(3), tenant_id STRING, department_id STRING,
+        project_id STRING, user_id STRING, node_id STRING, host_name STRING, vm_type STRING, payload STRING,
+        topic STRING, `date` STRING, `hour` STRING
+    ) PARTITIONED BY (topic, `date`, `hour`) WITH (
+        'connector' = 'filesystem', 'path' = '{uri}', 'format' = 'parquet',
+        'sink.partition-commit.policy.kind' = 'success-file')"""
 
 
 def add_usage(sinks: Sinks, a: argparse.Namespace) -> None:
@@ -293,11 +300,11 @@ def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) 
     sinks.add("task_usage_sink", "telemetry.ch.usage.v1", "SELECT f0 FROM task_deltas")
 
 
-def local_s3(a: argparse.Namespace) -> None:
-    """A local run (a mini-cluster in this process) with an s3:// lake or checkpoint directory: the S3 plugin from
-    lib/plugins, with the endpoint and keys from the settings. A cluster sets both up itself (config.yaml,
-    plugins/), so a job submitted to one leaves them alone."""
-    if not any(uri.startswith("s3://") for uri in (a.lake_uri, a.checkpoint_dir)):
+def local_s3(*uris: str) -> None:
+    """A local run (a mini-cluster in this process) with an s3:// lake or checkpoint directory among uris: the S3
+    plugin from lib/plugins, with the endpoint and keys from the settings. A cluster sets both up itself
+    (config.yaml, plugins/), so a job submitted to one leaves them alone."""
+    if not any(uri.startswith("s3://") for uri in uris):
         return
     s = cfg.load()
     access_key, secret_key = s.s3_credentials()
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     local = "PYFLINK_GATEWAY_PORT" not in os.environ
     if local:
         try:
-            local_s3(a)
+            local_s3(a.lake_uri, a.checkpoint_dir)
         except cfg.SettingsError as exc:
             print(f"telemetry_job: an s3:// lake or checkpoint directory needs S3 credentials: {exc}", file=sys.stderr)
             return 2
@@ -359,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.jars:
         conf.set_string("pipeline.jars", a.jars)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(a.parallelism)
+    if a.parallelism or local:
+        env.set_parallelism(a.parallelism or 1)
     t_env = StreamTableEnvironment.create(env)
     build(env, t_env, a)
     env.execute("telemetry")

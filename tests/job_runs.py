@@ -67,14 +67,18 @@ def simulate(stack_env: dict[str, str], truth_path: Path, *args: str) -> dict[st
     return json.loads(truth_path.read_text())
 
 
+def local_jars() -> str:
+    """--jars of a local run: the Maven jars (Kafka connector, Parquet) for the mini-cluster's classpath."""
+    return ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
+
+
 def job_command(stack_env: dict[str, str], work: Path, *args: str, bounded: bool = True) -> list[str]:
     """`python -m jobs.telemetry_job` as a local run from the earliest offsets, checkpoints in work; bounded: it
     ends at the offsets that are the latest when it starts."""
-    jars = ";".join(f"file://{p}" for p in sorted((REPO_ROOT / "lib" / "flink").glob("*.jar")))
     return [sys.executable, "-m", "jobs.telemetry_job", *(["--bounded"] if bounded else []), "--no-restart",
             "--startup-mode", "earliest-offset", "--group-id", f"test-job-{work.name}",
             "--bootstrap", stack_env["KAFKA_DIRECT_URL"], "--checkpoint-dir", f"file://{work / 'checkpoints'}",
-            "--jars", jars, *args]
+            "--jars", local_jars(), *args]
 
 
 def run_job(stack_env: dict[str, str], work: Path, *args: str) -> None:

@@ -138,7 +138,9 @@ class Kafka(Service):
 
     def _format(self, data: Path) -> None:
         """Format the KRaft storage once, as a standalone controller quorum of this one node."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the tool's parser takes a leading '-' for an option (1 in 64 ids)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(self.properties_file)]
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.dir)
         if result.returncode != 0:

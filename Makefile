@@ -17,20 +17,23 @@ POM_HASH := $(shell sha256sum pom.xml | cut -c1-12)
 JARS_STAMP := lib/.stamp-$(POM_HASH)
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO_BIN := $(TELEMETRY_CACHE)/bin/minio-$(MINIO_VERSION)
+COMPOSE_VERSION := v5.6.0
+COMPOSE_BIN := $(TELEMETRY_CACHE)/bin/docker-compose-$(COMPOSE_VERSION)
 PYTEST_ARGS ?=
 
 export PYTHONPATH := $(CURDIR)
 export TELEMETRY_CACHE
 export MINIO_BIN
+export COMPOSE_BIN
 
 .PHONY: help deps system-deps venv jars minio stack-up stack-down stack-status migrate demo test bench-simulator schemas clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-deps: system-deps venv jars minio ## install everything the project needs (idempotent)
+deps: system-deps venv jars minio compose ## install everything the project needs (idempotent)
 
-system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), Go for MinIO
+system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), Go for MinIO and Docker Compose
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
@@ -58,6 +61,7 @@ $(JARS_STAMP): pom.xml
 	mvn -q -B -P flink-job dependency:copy-dependencies -DoutputDirectory=lib/flink -DincludeScope=runtime
 	mvn -q -B -P flink-s3-plugin dependency:copy-dependencies -DoutputDirectory=lib/plugins/s3-fs-hadoop -DincludeScope=runtime
 	mvn -q -B -P kafka-broker dependency:copy-dependencies -DoutputDirectory=lib/kafka -DincludeScope=runtime
+	mvn -q -B -P k8s-operator-crd dependency:copy-dependencies -DoutputDirectory=lib/k8s-operator -DexcludeTransitive=true -DincludeScope=runtime
 	touch $@
 
 minio: $(MINIO_BIN) ## MinIO server built from the Go module proxy (cached)
@@ -67,6 +71,19 @@ $(MINIO_BIN):
 	mkdir -p $(TELEMETRY_CACHE)/bin
 	GOBIN=$(TELEMETRY_CACHE)/bin/tmp go install github.com/minio/minio@$(MINIO_VERSION)
 	mv $(TELEMETRY_CACHE)/bin/tmp/minio $@ && rmdir $(TELEMETRY_CACHE)/bin/tmp
+
+.PHONY: compose
+compose: $(COMPOSE_BIN) ## Docker Compose CLI built from the Go module proxy (cached); tests run its `config`
+
+# `go install` refuses github.com/docker/compose/v5 (exclude directives in its go.mod), building inside the
+# downloaded module works; v5.7.x needs a newer Go than 1.26.8.
+$(COMPOSE_BIN):
+	@echo "==> building Docker Compose $(COMPOSE_VERSION) (first time: a few minutes)"
+	mkdir -p $(TELEMETRY_CACHE)/bin
+	dir=$$(go mod download -json github.com/docker/compose/v5@$(COMPOSE_VERSION) | \
+	  $(PYTHON_BOOT) -c "import json, sys; print(json.load(sys.stdin)['Dir'])") && cd "$$dir" && \
+	  go build -trimpath -ldflags "-w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)" -o $@.tmp ./cmd
+	mv $@.tmp $@
 
 stack-up: deps ## start Kafka, ClickHouse (dev), Prometheus, MinIO, Flink on 127.0.0.1 (idempotent)
 	$(PY) -m telemetry.stack up
@@ -79,6 +96,10 @@ stack-status: ## show each local service and its health
 
 migrate: venv ## apply the ClickHouse migrations in sql/migrations
 	$(PY) -m telemetry.migrate
+
+.PHONY: prices
+prices: migrate ## load the example price catalogue (sql/prices/example.yaml) for the cost views
+	$(PY) -m telemetry.prices load sql/prices/example.yaml
 
 schemas: venv ## regenerate the JSON Schemas in schemas/json
 	$(PY) -m schemas.generate

@@ -56,6 +56,7 @@ class Settings:
     loader_instance_id: str | None = _doc(None, "loader: static group member id, so a restarted loader gets its partitions back at once; default: the host name")
     loader_batch_rows: int = _doc(50000, "loader: most rows per insert (one Kafka partition per batch), 1-1000000")
     loader_batch_ms: int = _doc(200, "loader: longest a batch waits for more rows before it is inserted, in ms")
+    loader_metrics_host: str = _doc("127.0.0.1", "loader: address /metrics binds to (0.0.0.0 inside a container whose port is not published)")
     loader_metrics_port: int = _doc(9465, "loader: Prometheus /metrics port on 127.0.0.1 (0: any free port)")
     loader_on_reject: str = _doc("dlq", "loader: rows ClickHouse rejects go to the DLQ (`dlq`) or stop their partition (`stop`)")
     # Where the local stack keeps data, logs and generated credentials
@@ -152,6 +153,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535)):
         if name in raw:
             values[name] = _check_int(_ENV_NAMES[name], raw[name], low, high)
+    if "loader_metrics_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["loader_metrics_host"]):
+        raise SettingsError(f"LOADER_METRICS_HOST={raw['loader_metrics_host']!r} must be an address or host name, "
+                            "e.g. 127.0.0.1 or 0.0.0.0")
     if "loader_on_reject" in raw and raw["loader_on_reject"] not in ("dlq", "stop"):
         raise SettingsError(f"LOADER_ON_REJECT={raw['loader_on_reject']!r} must be dlq or stop")
     if "lake_uri" in raw and raw["lake_uri"].startswith("s3://") and len(raw["lake_uri"]) <= len("s3://"):

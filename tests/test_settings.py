@@ -33,6 +33,7 @@ def test_seed_environment_names_are_read():
         ({"RETENTION_MONTHS": "0"}, "from 1 to 120"),
         ({"LAKE_URI": "s3://"}, "needs a bucket"),
         ({"CLICKHOUSE_DATABASE": "tele-metry"}, "plain identifier"),
+        ({"LOADER_METRICS_HOST": "0.0.0.0 9465"}, "LOADER_METRICS_HOST='0.0.0.0 9465' must be an address"),
     ],
 )
 def test_bad_values_are_named(env, fragment):

@@ -65,7 +65,9 @@ def build_parser(defaults: settings.Settings) -> argparse.ArgumentParser:
     parser.add_argument("--batch-rows", type=int, default=defaults.loader_batch_rows, help=f"most rows per insert (default: LOADER_BATCH_ROWS or {defaults.loader_batch_rows})")
     parser.add_argument("--batch-ms", type=int, default=defaults.loader_batch_ms, help=f"longest a batch waits for more rows, ms (default: LOADER_BATCH_MS or {defaults.loader_batch_ms})")
     parser.add_argument("--metrics-port", type=int, default=defaults.loader_metrics_port,
-                        help=f"Prometheus /metrics port on 127.0.0.1, 0 for any free port (default: LOADER_METRICS_PORT or {defaults.loader_metrics_port})")
+                        help=f"Prometheus /metrics port, 0 for any free port (default: LOADER_METRICS_PORT or {defaults.loader_metrics_port})")
+    parser.add_argument("--metrics-host", default=defaults.loader_metrics_host,
+                        help=f"address /metrics binds to (default: LOADER_METRICS_HOST or {defaults.loader_metrics_host})")
     parser.add_argument("--on-reject", choices=("dlq", "stop"), default=defaults.loader_on_reject,
                         help=f"what a row ClickHouse rejects does (default: LOADER_ON_REJECT or {defaults.loader_on_reject})")
     parser.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS", help="seconds between progress lines (default: 5)")
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_rows=args.batch_rows,
         batch_ms=args.batch_ms,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         on_reject=args.on_reject,
         once=args.once,
         progress_interval_s=args.progress_interval,

@@ -1,4 +1,4 @@
-"""The loader's counters, exposed in Prometheus' text format on 127.0.0.1 and summarised as a progress line.
+"""The loader's counters, exposed in Prometheus' text format (on 127.0.0.1 by default) and summarised as a progress line.
 
 A few dozen series at most, so a small registry here rather than another dependency.
 """
@@ -103,8 +103,8 @@ class LoaderMetrics:
         return "loader: " + (", ".join(parts) or "no rows yet") + f" | lag {lag:,.0f} records"
 
 
-def serve(metrics: LoaderMetrics, port: int) -> tuple[ThreadingHTTPServer, int]:
-    """Serve /metrics on 127.0.0.1:port (0: any free port) from a daemon thread; returns the server and its port."""
+def serve(metrics: LoaderMetrics, port: int, host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, int]:
+    """Serve /metrics on host:port (0: any free port) from a daemon thread; returns the server and its port."""
     render: Callable[[], str] = metrics.render
 
     class Handler(BaseHTTPRequestHandler):
@@ -122,7 +122,7 @@ def serve(metrics: LoaderMetrics, port: int) -> tuple[ThreadingHTTPServer, int]:
         def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds are not news
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="loader-metrics", daemon=True).start()
     return server, server.server_address[1]

@@ -49,6 +49,7 @@ class LoaderConfig:
     batch_rows: int
     batch_ms: int
     metrics_port: int
+    metrics_host: str
     on_reject: str  # "dlq" or "stop"
     once: bool
     progress_interval_s: float = 5.0
@@ -83,8 +84,8 @@ class Loader:
         cfg = self.cfg
         if not self.client.command(f"EXISTS TABLE {cfg.database}.loader_progress"):
             raise LoaderError(f"{cfg.database}.loader_progress does not exist: run `python -m telemetry.migrate` first")
-        _, port = serve(self.metrics, cfg.metrics_port)
-        self.say(f"loader: metrics on http://127.0.0.1:{port}/metrics")
+        _, port = serve(self.metrics, cfg.metrics_port, cfg.metrics_host)
+        self.say(f"loader: metrics on http://{cfg.metrics_host}:{port}/metrics")
         self.consumer = Consumer(
             {
                 "bootstrap.servers": cfg.bootstrap_servers,

@@ -68,3 +68,24 @@ def test_dlq_record_keeps_the_bytes_and_position():
     assert rec["ts"] == "2026-11-25 00:00:00.000" and rec["rejected_at"] == "2026-11-25 00:00:01.234"
     text = routing.dlq_record("t", 0, 0, 0, b'{"a":', routing.Rejected("not_json", "m"), "v1", 0)
     assert (text["payload"], text["payload_encoding"]) == ('{"a":', "utf-8")
+
+
+SLICE_MS = 1000
+LATENESS_MS = 600_000
+
+
+@pytest.mark.parametrize("watermark, want", [
+    (1_000_998, routing.ON_TIME),     # the record's slice [1,000,000, 1,001,000) is still open
+    (1_000_999, routing.CORRECTION),  # Flink fires a window at end - 1: the window operator would drop the record
+    (1_001_000, routing.CORRECTION),
+    (1_010_000 + LATENESS_MS - 1, routing.CORRECTION),  # the event's 10 s window is still within the lateness
+    (1_010_000 + LATENESS_MS, routing.LATE),
+])
+def test_lane_of_a_valid_event_follows_the_watermark(watermark, want):
+    ts = record_ts = 1_000_500
+    assert routing.lane(ts, record_ts, watermark, LATENESS_MS, SLICE_MS) == want
+
+
+def test_lane_slices_by_record_time_and_lateness_by_event_time():
+    # an event stamped 4 s before the Kafka record that carries it: its record's slice is open, it is on time
+    assert routing.lane(1_000_500, 1_004_500, 1_001_999, LATENESS_MS, SLICE_MS) == routing.ON_TIME

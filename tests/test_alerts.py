@@ -30,6 +30,7 @@ FLINK_BUILTIN = {
     "flink_jobmanager_job_numRestarts",
     "flink_jobmanager_job_numberOfFailedCheckpoints",
     "flink_taskmanager_job_task_operator_pendingRecords",
+    "flink_taskmanager_job_task_operator_numLateRecordsDropped",  # Flink SQL's window operators
 }
 METRIC_NAME = re.compile(r"\b(?:flink|telemetry)_[A-Za-z0-9_]+\b")
 

@@ -297,6 +297,8 @@ ENRICH_TASK = {**TASK, "task_name": "prometheus_enrichment", "task_id": "9dd6367
 ROUTE = {**SOURCE_TASK, "operator_name": "validate_and_route", "operator_id": "a3a1e6c1c4f2c2b9d7e6f5a4b3c2d1e0"}
 KAFKA_SOURCE = {**SOURCE_TASK, "operator_name": "Source:_kafka", "operator_id": "bc764cd8ddf7a0cff126f51c16239658"}
 ENRICH = {**ENRICH_TASK, "operator_name": "prometheus_enrichment", "operator_id": "6cdc5bb954874d922eaee11a8e7ca5be"}
+WINDOW_TASK = {**TASK, "task_name": "GlobalWindowAggregate_15_", "task_id": "5e0b2f3c9a8d7e6f5a4b3c2d1e0f9a8b"}
+WINDOW = {**WINDOW_TASK, "operator_name": "GlobalWindowAggregate_15_", "operator_id": "7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d"}
 OP = "flink_taskmanager_job_task_operator"
 FLINK_SERIES = (
     Series("flink_jobmanager_job_lastCheckpointDuration", "gauge", (JOB,), 0.0),
@@ -310,6 +312,7 @@ FLINK_SERIES = (
     Series(f"{OP}_events_dlq", "gauge", (ROUTE,), 100.0),
     Series(f"{OP}_events_late", "gauge", (ROUTE,), 2.0),
     Series(f"{OP}_events_corrections", "gauge", (ROUTE,), 5.0),
+    Series(f"{OP}_numLateRecordsDropped", "gauge", (WINDOW,), 0.0),  # Flink SQL's window operators; stays 0
     *(Series(f"{OP}_enrichment_status_{s}", "gauge", (ENRICH,), r)
       for s, r in (("ok", 20.0), ("partial", 1.0), ("unavailable", 0.5), ("skipped", 0.1))),
 )

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +17,10 @@ import clickhouse_connect
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from telemetry import routing, settings
-from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
 from telemetry.stack.kafka import Kafka
 from telemetry.topics import CATALOGUE
+from tests.databases import migrated_database
 
 JOB_TIMEOUT_S = 420
 DRAIN_TIMEOUT_S = 120
@@ -100,17 +99,15 @@ def loaded_clickhouse(stack_env: dict[str, str], clickhouse_url: str) -> Iterato
     """The loader (--once) puts the job's committed rows into a freshly migrated ClickHouse database; yields
     (client, database) and drops the database afterwards."""
     client = clickhouse_connect.get_client(dsn=clickhouse_url)
-    database = f"job_{uuid.uuid4().hex[:10]}"
-    migrate(client, database, 12, say=lambda _: None)
-    env = {**stack_env, "CLICKHOUSE_URL": clickhouse_url, "CLICKHOUSE_DATABASE": database,
-           "LOADER_GROUP_ID": f"job-test-{database}", "LOADER_METRICS_PORT": "0"}
-    done = subprocess.run([sys.executable, "-m", "telemetry.loader", "--once"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     try:
-        yield client, database
+        with migrated_database(client, "job") as database:
+            env = {**stack_env, "CLICKHOUSE_URL": clickhouse_url, "CLICKHOUSE_DATABASE": database,
+                   "LOADER_GROUP_ID": f"job-test-{database}", "LOADER_METRICS_PORT": "0"}
+            done = subprocess.run([sys.executable, "-m", "telemetry.loader", "--once"], cwd=REPO_ROOT, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            yield client, database
     finally:
-        client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
         client.close()
 
 

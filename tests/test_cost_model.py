@@ -18,9 +18,9 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from telemetry.migrate import migrate
 from telemetry.prices import COLUMNS, OPEN_END, CatalogueError, load, read_catalogue
 from telemetry.settings import REPO_ROOT
+from tests.databases import migrated_database
 
 # Recent, whole hour: the fact tables' 12-month TTL would drop older rows, and prices change on whole hours.
 T0 = (datetime.now(timezone.utc) - timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
@@ -45,10 +45,8 @@ def client(clickhouse_server: str) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def database(client: Client) -> Iterator[str]:
-    name = f"cost_{uuid.uuid4().hex[:12]}"
-    migrate(client, name, retention_months=12, say=lambda _: None)
-    yield name
-    client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+    with migrated_database(client, "cost") as name:
+        yield name
 
 
 @pytest.fixture(autouse=True)

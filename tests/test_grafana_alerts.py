@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from telemetry.migrate import migrate
 from telemetry.prices import load, read_catalogue
 from telemetry.settings import REPO_ROOT
+from tests.databases import migrated_database
 
 GRAFANA = REPO_ROOT / "monitoring" / "grafana"
 ALERTING = GRAFANA / "provisioning" / "alerting"
@@ -344,15 +343,13 @@ def admin(clickhouse_server: str) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def database(admin: Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    name = f"alerts_{uuid.uuid4().hex[:12]}"
-    migrate(admin, name, retention_months=12, say=lambda _: None)
     path: Path = tmp_path_factory.mktemp("prices") / "prices.yaml"
     start = PRICES_FROM.strftime("%Y-%m-%dT%H:%M:%SZ")
     path.write_text("version: 1\ncurrency: USD\nprices:\n" + "".join(
         f'  - {{kind: {k}, item: "{item}", unit_price: {p}, valid_from: {start}}}\n' for k, item, p in PRICES))
-    load(admin, name, read_catalogue(path), say=lambda _: None)
-    yield name
-    admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+    with migrated_database(admin, "alerts") as name:
+        load(admin, name, read_catalogue(path), say=lambda _: None)
+        yield name
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from telemetry.loader.insert import insert_rows
-from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
+from tests.databases import migrated_database
 
 T = TypeVar("T")
 # Recent, or the tables' 12-month TTL would drop the rows as they are written
@@ -44,10 +44,8 @@ def ch(clickhouse_server: str) -> Iterator[Client]:
 
 @pytest.fixture
 def database(ch: Client) -> Iterator[str]:
-    name = f"l_{uuid.uuid4().hex[:12]}"
-    migrate(ch, name, 12, say=lambda _: None)
-    yield name
-    ch.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+    with migrated_database(ch, "l") as name:
+        yield name
 
 
 @pytest.fixture

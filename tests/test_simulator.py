@@ -6,6 +6,9 @@ emitted records reproduces exactly. One test (marked stack) produces to a real K
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -16,6 +19,7 @@ import pytest
 
 import schemas
 from schemas import Reason
+from telemetry.settings import REPO_ROOT
 from telemetry.simulator import SimConfig, Simulation, faults
 from telemetry.simulator.__main__ import main as cli_main
 from telemetry.simulator.config import WINDOW_MS, ConfigError
@@ -305,6 +309,38 @@ def test_pacing_and_the_generator_process_do_not_change_content(tmp_path: Path):
     assert outputs[0] == outputs[1] == outputs[2]
     direct, _ = run_records(cfg)
     assert list(read_jsonl(str(tmp_path / "out0.jsonl"))) == direct
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_stops_the_generator_process_too(tmp_path: Path):
+    # Demos and benchmarks stop their tail of traffic with SIGTERM; the generator child used to outlive it,
+    # blocked on its pipe for good.
+    sim = subprocess.Popen([sys.executable, "-m", "telemetry.simulator", "--events", "1000000", "--rate", "50",
+                            "--generator-process", "--out", str(tmp_path / "s.jsonl")],
+                           cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (children := _children(sim.pid)):
+        assert time.monotonic() < deadline and sim.poll() is None, "the simulator started no generator process"
+        time.sleep(0.1)
+    time.sleep(1)  # sending at 50/s: the generator is well ahead, blocked on the full pipe
+    sim.terminate()
+    assert sim.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{c}").exists() and "Z" not in (Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0])
+              for c in children):
+        assert time.monotonic() < deadline, f"generator process {children} still running after the simulator stopped"
+        time.sleep(0.2)
 
 
 def test_jsonl_round_trips_records_that_are_not_utf8(tmp_path: Path):

@@ -5,6 +5,7 @@ target rate, and write the ground truth. `--help` lists every option; truth.py d
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -127,8 +128,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # A normal exit, so multiprocessing stops the generator process too (the default SIGTERM action left it
+    # running, blocked on its pipe, after a demo or benchmark stopped its traffic).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cfg = config_from_args(args)
         bootstrap = args.bootstrap or settings.load().kafka_direct_url

@@ -164,7 +164,10 @@ def generate_here(cfg: SimConfig, check: bool = False) -> Generated:
     return sim.records(), sim.truth.to_dict
 
 
-def _worker(cfg: SimConfig, check: bool, conn: Any) -> None:
+def _worker(cfg: SimConfig, check: bool, conn: Any, parents_end: Any) -> None:
+    # The fork copied the parent's reading end: closed here, a parent that dies makes the next send fail instead
+    # of blocking this process forever on a pipe only it still holds open.
+    parents_end.close()
     sim = Simulation(cfg, check)
     pending: list[Record] = []
     for batch in sim.records():
@@ -184,7 +187,7 @@ def generate_in_worker(cfg: SimConfig, check: bool = False) -> Generated:
     both cores. Start it before any Kafka client exists: fork and librdkafka's threads do not mix."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(cfg, check, child), name="simulator-generator", daemon=True)
+    proc = ctx.Process(target=_worker, args=(cfg, check, child, parent), name="simulator-generator", daemon=True)
     proc.start()
     child.close()
     def receive() -> bytes:

@@ -22,12 +22,12 @@ from pyflink.table.udf import udtf
 
 from telemetry import __version__, backfill, routing, topics
 from telemetry import settings as cfg
-from jobs.telemetry_job import lake_ddl, local_s3
+from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3
 from telemetry.backfill import BackfillError, Range
 from udfs.python_env import expose_site_packages
 
-USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
 _INDEX = {name: i for i, name in enumerate(routing.ROW_NAMES)}
+_KINDS = dict(routing.ROW_FIELDS)
 REJECTED = -1  # an event in the lake today's rules reject: counted and reported, never summed
 
 
@@ -87,7 +87,7 @@ def lake_hours(uri: str, chosen: list[str], span: Range) -> list[str]:
 
 def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: frozenset[str]) -> tuple[list[dict], int]:
     """The range's usage_10s rows from the lake's events, one per window and key, and the rejected count."""
-    local = "PYFLINK_GATEWAY_PORT" not in os.environ
+    local = local_run()
     if local:
         local_s3(a.lake_uri)
     conf = Configuration()
@@ -100,13 +100,12 @@ def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: froz
         conf.set_string("pipeline.jars", a.jars)
     t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_batch_mode().with_configuration(conf).build())
 
-    kinds = {"str": DataTypes.STRING(), "int": DataTypes.BIGINT(), "float": DataTypes.DOUBLE()}
-    fields = [("window_start_ms", "int"), *((d, "str") for d in routing.DIMS), *((m, "int") for m in routing.INT_METRICS),
-              *((m, "float") for m in routing.FLOAT_METRICS), ("error_type", "str"), ("latency_bucket", "int"),
-              ("lane", "int")]
-    picks = [_INDEX[name] for name, _ in fields[:-1]]
+    # The wide row's columns usage needs, typed as routing.ROW_FIELDS types them, and the lane.
+    picked = ("window_start_ms", *routing.DIMS, *USAGE_SUMS, "error_type", "latency_bucket")
+    picks = [_INDEX[name] for name in picked]
+    types = {"str": DataTypes.STRING(), "int": DataTypes.BIGINT(), "float": DataTypes.DOUBLE()}
 
-    @udtf(result_types=[kinds[k] for _, k in fields])
+    @udtf(result_types=[types[_KINDS[name].rstrip("?")] for name in picked] + [DataTypes.BIGINT()])
     def route_lake(topic: str, event_id: str, payload: str):
         # The streaming job's own rule on the canonical JSON the lake keeps.
         row = routing.route(topic, payload.encode())

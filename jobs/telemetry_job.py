@@ -321,12 +321,16 @@ def local_s3(*uris: str) -> None:
     jvm.org.apache.flink.core.fs.FileSystem.initialize(conf, plugins)
 
 
+def local_run() -> bool:
+    """True when this process will start its own mini-cluster: `flink run` hands it its client's gateway instead."""
+    return "PYFLINK_GATEWAY_PORT" not in os.environ
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     expose_site_packages()
-    # `flink run` hands this process its client's gateway; without one PyFlink starts a local mini-cluster here.
     # Before anything touches the JVM: the first Java object starts it, with the environment of that moment.
-    local = "PYFLINK_GATEWAY_PORT" not in os.environ
+    local = local_run()
     if local:
         try:
             local_s3(a.lake_uri, a.checkpoint_dir)

@@ -140,10 +140,11 @@ def replace_usage(client: Client, database: str, span: Range, rows: Iterable[dic
         client.command(f"INSERT INTO {staging[USAGE_TABLE]} SELECT * FROM {database}.{USAGE_TABLE} "
                        f"WHERE toYYYYMM(window_start) IN ({', '.join(map(str, span.months))}) "
                        f"AND NOT ({span.sql('window_start')})", settings=settings)
-        body = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows)
-        if body:
-            client.raw_insert(staging[USAGE_TABLE], insert_block=body, fmt="JSONEachRow", settings=settings)
-        inserted = body.count(b"\n")
+        lines = [json.dumps(r, separators=(",", ":")) for r in rows]
+        if lines:
+            client.raw_insert(staging[USAGE_TABLE], insert_block="\n".join(lines).encode(), fmt="JSONEachRow",
+                              settings=settings)
+        inserted = len(lines)
         say(f"backfill: {inserted} usage rows for {span} staged")
         for rollup in ROLLUPS:
             select = view_select(client, database, f"{rollup}_mv")

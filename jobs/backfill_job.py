@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     s = cfg.load()
     client = clickhouse_connect.get_client(dsn=a.clickhouse_url, username=s.clickhouse_user,
                                            password=s.clickhouse_password)
-    hours = lake_hours(a.lake_uri, chosen, span)
+    try:
+        hours = lake_hours(a.lake_uri, chosen, span)  # the first use of the S3 keys, which the Flink job needs too
+    except cfg.SettingsError as exc:
+        print(f"backfill_job: an s3:// lake needs S3 credentials: {exc}", file=sys.stderr)
+        return 2
     print(f"backfill_job {__version__}: {span}, {len(chosen)} topics, {len(hours)} lake partitions under "
           f"{a.lake_uri}", flush=True)
     for state in backfill.describe(client, a.database, span):

@@ -126,3 +126,10 @@ def test_dry_run_lists_lake_and_clickhouse_partitions_and_changes_nothing(job_ru
 def test_bad_arguments_are_clear_errors(args, message, stack_env, clickhouse_server):
     run = backfill(stack_env, clickhouse_server, "unused", "/nonexistent", *args)
     assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_an_s3_lake_without_credentials_is_a_clear_error(stack_env, clickhouse_server, tmp_path):
+    # no S3_ACCESS_KEY / S3_SECRET_KEY in stack_env, and a state directory without generated MinIO keys
+    run = backfill({**stack_env, "TELEMETRY_STATE_DIR": str(tmp_path)}, clickhouse_server, "unused",
+                   "s3://telemetry-lake/nowhere", "--from", RANGE[0], "--to", RANGE[1], "--dry-run")
+    assert run.returncode == 2 and "an s3:// lake needs S3 credentials" in run.stderr, run.stderr[-2000:]

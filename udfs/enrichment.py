@@ -9,12 +9,10 @@ import time
 
 from pyflink.common import Row, Time
 from pyflink.datastream import AsyncDataStream, AsyncFunction, DataStream, RuntimeContext
-from pyflink.util.java_utils import get_j_env_configuration
 
 from telemetry.enrichment import OK, PARTIAL, SKIPPED, UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
 from udfs.lifecycle import FACT_ROW_TYPE, to_fact, to_row
-
-EXECUTION_MODE = "python.execution-mode"
+from udfs.python_env import execution_mode
 
 
 class PrometheusEnrichment(AsyncFunction):
@@ -48,14 +46,6 @@ def add_enrichment(facts: DataStream, function: PrometheusEnrichment, timeout_s:
     mode: PyFlink reads python.execution-mode from the environment's configuration as each operator is added,
     so the rest of the job keeps its own (thread) mode. timeout_s should exceed the enricher's worst case,
     (retries + 1) x timeout_s + backoff."""
-    conf = get_j_env_configuration(facts.get_execution_environment()._j_stream_execution_environment)
-    previous = conf.toMap().get(EXECUTION_MODE)
-    conf.setString(EXECUTION_MODE, "process")
-    try:
+    with execution_mode(facts.get_execution_environment(), "process"):
         return AsyncDataStream.unordered_wait(facts, function, Time.milliseconds(int(timeout_s * 1000)),
                                               capacity, output_type=FACT_ROW_TYPE)
-    finally:
-        if previous is None:
-            conf.removeKey(EXECUTION_MODE)
-        else:
-            conf.setString(EXECUTION_MODE, previous)

@@ -1,6 +1,6 @@
 """Benchmark: the streaming job end to end on the local stack. The simulator produces at a steady rate in real
-time (event time = wall time), the job runs on the session cluster (`flink run`), the loader inserts its rows;
-ClickHouse is polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
+time (event time = wall time), the job runs on the session cluster (`flink run`), the loader inserts its rows and
+telemetry.heartbeat keeps every source partition's watermark moving (--heartbeat-ms 0: none); ClickHouse is polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
 
   sustained   records produced per second, and whether the job kept up (its consumer lag while producing,
               and how long after the last record the last window was complete)
@@ -34,7 +34,7 @@ from telemetry.routing import WINDOW_MS  # noqa: E402
 from telemetry.topics import SOURCE_TOPICS  # noqa: E402
 
 POLL_S = 0.5
-TAIL_RATE = 200  # clean records/s after the run, so event time keeps moving and the last windows close
+TAIL_RATE = 200  # without heartbeats: clean records/s after the run, so event time moves and the last windows close
 
 
 def job_lag(s: cfg.Settings, group: str) -> int:
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=30,
                    help="seconds at the start left out of the steady-state freshness (default 30: the job's idle "
                         "timeout, for which partitions that never get a record hold the first windows back)")
+    p.add_argument("--heartbeat-ms", type=int, default=200,
+                   help="run telemetry.heartbeat at this interval beside the job (default 200); 0: none, and a "
+                        "clean low-rate tail of traffic after the run closes its last windows instead")
     p.add_argument("job_options", nargs="*", help="extra options for jobs/telemetry_job.py (after --)")
     a = p.parse_args(argv)
     s = cfg.load()
@@ -113,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     db = s.clickhouse_database
     seen: dict[int, list[tuple[float, int]]] = {}
     lags: list[int] = []
-    tail = None
+    tail = None  # the heartbeat, or the tail of traffic after the run
+    want: dict[int, int] | None = None
     try:
+        if a.heartbeat_ms:
+            tail = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(a.heartbeat_ms)])
         while time.time() * 1000 < start_ms - 200:
             time.sleep(0.05)
         producer = simulate(s, start_ms, events, a.rate, work / "truth.json", seed=3)
@@ -136,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             if producer.poll() is not None:
                 if producer.returncode != 0:
                     raise SystemExit("the simulator failed")
-                if tail is None:
+                if want is None:
                     produced_at = now
                     truth = json.loads((work / "truth.json").read_text())
                     want = window_requests(truth)
                     # The tail starts in the window after the run's last one, so it adds to none of the run's.
                     end_ms = (truth["meta"]["end_ms"] // WINDOW_MS + 1) * WINDOW_MS
-                    tail = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
+                    if tail is None:
+                        tail = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
                 if all(seen.get(w, [(0, 0)])[-1][1] >= n for w, n in want.items()):
                     complete_at = now
                     break

@@ -53,9 +53,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out-of-orderness-ms", type=int, default=5000, help="watermark delay behind the newest ts")
     p.add_argument("--idle-timeout-ms", type=int, default=30_000,
                    help="a source partition without records for this long stops holding the watermark back "
-                        "(default 30000). Too short and a partition the consumer has not reached yet while it "
-                        "catches up on a backlog counts as idle, so its events arrive late; too long and a topic "
-                        "that falls quiet delays windows by up to this much")
+                        "(default 30000). With telemetry.heartbeat running beside the job no partition is ever "
+                        "quiet, and this is only a safety net for when heartbeats stop. Too short and a partition "
+                        "the consumer has not reached yet while it catches up on a backlog counts as idle, so its "
+                        "events arrive late; too long and, without heartbeats, a topic that falls quiet delays "
+                        "windows by up to this much")
     p.add_argument("--allowed-lateness-ms", type=int, default=600_000,
                    help="after a window closes by watermark, how long late events still correct it (default 10 min)")
     p.add_argument("--slice-ms", type=int, default=1000,
@@ -122,6 +124,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         `partition` INT METADATA FROM 'partition' VIRTUAL,
         `offset` BIGINT METADATA FROM 'offset' VIRTUAL,
         kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+        headers MAP<STRING, BYTES> METADATA FROM 'headers' VIRTUAL,
         WATERMARK FOR kafka_ts AS kafka_ts - INTERVAL '{out_of_order_s}' SECOND
     ) WITH (
         'connector' = 'kafka', 'topic' = '{a.topics.replace(",", ";")}',
@@ -132,7 +135,10 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         {"'scan.bounded.mode' = 'latest-offset'," if a.bounded else ""}
         'format' = 'raw')""")
     # kafka_ts stays in the row so to_data_stream stamps each element with it (Route reads ctx.timestamp()).
-    raw = t_env.to_data_stream(t_env.sql_query("SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in"))
+    # Heartbeats (telemetry/heartbeat.py) have moved their partition's watermark in the source; here they leave.
+    raw = t_env.to_data_stream(t_env.sql_query(
+        "SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in "
+        f"WHERE headers['{topics.HEARTBEAT_HEADER}'] IS NULL"))
     routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms, a.slice_ms), output_type=WIDE_ROW_TYPE)
               .name("validate and route").uid("validate-route"))
 

@@ -68,11 +68,12 @@ def simulate(s: cfg.Settings, start_ms: int, events: int, rate: int, truth: Path
 
 
 def stop_run(s: cfg.Settings, job_id: str, loader: subprocess.Popen[bytes],
-             tail: subprocess.Popen[bytes] | None) -> None:
-    """Stop the tail of traffic, cancel the job, let the loader finish its batch and exit."""
-    if tail:
-        tail.terminate()
-        tail.wait()
+             feeder: subprocess.Popen[bytes] | None) -> None:
+    """Stop what keeps event time moving (heartbeats, a tail of traffic), cancel the job, let the loader finish
+    its batch and exit."""
+    if feeder:
+        feeder.terminate()
+        feeder.wait()
     requests.patch(f"{s.flink_rest_url}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
     loader.send_signal(signal.SIGTERM)
     loader.wait(timeout=60)
@@ -85,7 +86,7 @@ def expected_totals(truth: dict[str, Any]) -> dict[str, int]:
             "ended tasks": truth["tasks"]["finished"] + truth["tasks"]["failed"]}
 
 
-# This run's event time: earlier demo runs' rows stay in ClickHouse, and the clean tail comes after it.
+# This run's event time: earlier demo runs' rows stay in ClickHouse.
 def in_span(column: str) -> str:
     return f"{column} >= toDateTime({{since:UInt32}}) AND {column} < toDateTime({{until:UInt32}})"
 
@@ -146,13 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     work = s.state_dir / "demo"
     work.mkdir(parents=True, exist_ok=True)
     truth_path = work / "truth.json"
-    # Event time starts on a window boundary just ahead, so the run fills whole windows, and a quiet tail of
-    # clean traffic after it keeps watermarks moving until the last windows fire (a stream whose traffic
-    # stops entirely holds its last slices until traffic resumes).
+    # Event time starts on a window boundary just ahead, so the run fills whole windows; heartbeats keep every
+    # partition's watermark moving, so the last windows fire although the traffic stops (telemetry/heartbeat.py).
     start_ms = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
     duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
-    tail_ms = start_ms + duration_ms
-    span = {"since": start_ms // 1000, "until": tail_ms // 1000}
+    end_ms = start_ms + duration_ms
+    span = {"since": start_ms // 1000, "until": end_ms // 1000}
 
     started = time.monotonic()
     say("submitting jobs/telemetry_job.py to the session cluster (flink run)")
@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     loader_log = open(work / "loader.log", "wb")
     loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=loader_log, stderr=subprocess.STDOUT)
     say(f"loader running (log {work / 'loader.log'})")
-    tail = None
+    heartbeat = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat"], stdout=loader_log,
+                                 stderr=subprocess.STDOUT)
+    say("heartbeats running: a record per source partition every "
+        f"{s.heartbeat_interval_ms} ms, so quiet partitions never hold windows back")
     try:
         say(f"simulator: {args.events:,} records at {args.rate:,}/s")
         main_run = simulate(s, start_ms, args.events, args.rate, truth_path)
         if main_run.wait() != 0:
             raise SystemExit("the simulator failed")
-        tail = simulate(s, tail_ms, 100 * TIMEOUT_S, 100, None, clean=True, seed=2)
         want = expected_totals(json.loads(truth_path.read_text()))
         ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user,
                                            password=s.clickhouse_password)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"raw lake (Parquet, topic=/date=/hour=): {s.effective_lake_uri}")
         say(f"ground truth: {truth_path}")
     finally:
-        stop_run(s, job_id, loader, tail)
+        stop_run(s, job_id, loader, heartbeat)
         loader_log.close()
         say(f"job {job_id} cancelled, loader stopped")
     return 0

@@ -59,6 +59,9 @@ class Settings:
     loader_metrics_host: str = _doc("127.0.0.1", "loader: address /metrics binds to (0.0.0.0 inside a container whose port is not published)")
     loader_metrics_port: int = _doc(9465, "loader: Prometheus /metrics port on 127.0.0.1 (0: any free port)")
     loader_on_reject: str = _doc("dlq", "loader: rows ClickHouse rejects go to the DLQ (`dlq`) or stop their partition (`stop`)")
+    # Watermark heartbeats (telemetry.heartbeat), so quiet source partitions never hold the job's windows back
+    heartbeat_interval_ms: int = _doc(200, "heartbeat: time between rounds of one record per source partition, 10-60000 ms")
+    heartbeat_delay_ms: int = _doc(0, "heartbeat: how far behind the wall clock beats are stamped, 0-3600000 ms")
     # Where the local stack keeps data, logs and generated credentials
     state_dir: Path = _doc(REPO_ROOT / ".local", "data, logs and generated credentials of the local stack")
 
@@ -150,7 +153,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if not 1 <= months <= 120:
             raise SettingsError(f"RETENTION_MONTHS={raw['retention_months']!r} must be a whole number of months from 1 to 120")
         values["retention_months"] = months
-    for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535)):
+    for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535),
+                            ("heartbeat_interval_ms", 10, 60_000), ("heartbeat_delay_ms", 0, 3_600_000)):
         if name in raw:
             values[name] = _check_int(_ENV_NAMES[name], raw[name], low, high)
     if "loader_metrics_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["loader_metrics_host"]):

@@ -27,7 +27,8 @@ ENV_EXAMPLE = REPO_ROOT / "compose.env.example"
 JOB_DOCKERFILE = "k8s/flink-operator/Dockerfile"
 PROMETHEUS_CONFIG = REPO_ROOT / "monitoring" / "prometheus" / "prometheus.compose.yml"
 GRAFANA_PROVISIONING = REPO_ROOT / "monitoring" / "grafana" / "provisioning"
-REQUIRED_SERVICES = {"kafka", "clickhouse", "minio", "prometheus", "grafana", "jobmanager", "taskmanager", "simulator"}
+REQUIRED_SERVICES = {"kafka", "clickhouse", "minio", "prometheus", "grafana", "jobmanager", "taskmanager", "heartbeat",
+                     "simulator"}
 # Read by the Flink image's entrypoint (merged into conf/config.yaml), not by the job's settings.
 FLINK_IMAGE_VARIABLES = {"FLINK_PROPERTIES"}
 SECRET_NAME = re.compile(r"password|secret|access[._-]key|(?<![a-z])token(?![a-z])", re.IGNORECASE)
@@ -195,7 +196,7 @@ def test_credentials_come_only_from_the_env_file(raw: Json, rendered: Json, env_
 def test_job_containers_get_only_settings_names_and_valid_values(rendered: Json):
     read = set(cfg._ENV_NAMES.values())
     services = job_image_services(rendered)
-    assert {"jobmanager", "taskmanager", "loader", "migrate", "simulator"} <= set(services)
+    assert {"jobmanager", "taskmanager", "loader", "heartbeat", "migrate", "simulator"} <= set(services)
     for name, service in services.items():
         environment = service.get("environment") or {}
         unknown = set(environment) - read - FLINK_IMAGE_VARIABLES

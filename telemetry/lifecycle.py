@@ -7,7 +7,7 @@ an event-time timer. Phase durations follow telemetry/simulator/truth.py exactly
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -78,7 +78,10 @@ class TaskState:
     wkf_last_ts: int | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # vars() rather than dataclasses.asdict, which deep-copies every nested dict and list first: json.dumps
+        # needs no copy, and asdict was a third of the lifecycle join's time per event.
+        plain = {**vars(self), "attempts": {n: vars(a) for n, a in self.attempts.items()}}
+        return json.dumps(plain, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> TaskState:

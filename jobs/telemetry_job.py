@@ -63,6 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--slice-ms", type=int, default=1000,
                    help="window deltas are emitted per slice of record time this long, when the watermark passes "
                         "it (default 1000; must divide 10000)")
+    p.add_argument("--state-backend", choices=["hashmap", "rocksdb"], default="rocksdb",
+                   help="hashmap: state on the JVM heap, every checkpoint a full copy of it; rocksdb: state on local "
+                        "disk, checkpoints incremental: only what changed (default rocksdb)")
     p.add_argument("--dedup-ttl-ms", type=int, default=600_000, help="how long an event_id is remembered (default 10 min)")
     p.add_argument("--bounded", action="store_true",
                    help="stop at the offsets that are latest at start (tests, catch-up runs); default: run forever. "
@@ -368,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     conf.set_string("execution.checkpointing.interval", f"{a.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
     conf.set_string("execution.checkpointing.storage", "filesystem")
+    conf.set_string("state.backend.type", a.state_backend)
+    if a.state_backend == "rocksdb":
+        conf.set_string("execution.checkpointing.incremental", "true")
     conf.set_string("execution.checkpointing.dir", a.checkpoint_dir)
     # Kept when the job is cancelled or dies, so it can be restarted from its latest one (--restore-from).
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     truth = json.loads((work / "truth.json").read_text())
                     want = window_requests(truth)
                     # The tail starts in the window after the run's last one, so it adds to none of the run's.
-                    end_ms = (truth["meta"]["end_ms"] // WINDOW_MS + 1) * WINDOW_MS
+                    last_event_ms = truth["meta"]["end_ms"]
+                    end_ms = (last_event_ms // WINDOW_MS + 1) * WINDOW_MS
                     if tail is None:
                         tail = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
                 if all(seen.get(w, [(0, 0)])[-1][1] >= n for w, n in want.items()):
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] produced {events:,} records in {produced_at - start_ms / 1000:.1f} s "
           f"({events / (produced_at - start_ms / 1000):,.0f} records/s); job lag while producing: max "
           f"{max(valid_lags, default=-1):,}, last {valid_lags[-1] if valid_lags else -1:,} records")
-    print(f"[bench] every window complete {complete_at - end_ms / 1000:.1f} s after the run's last event time; "
+    print(f"[bench] every window complete {complete_at - last_event_ms / 1000:.1f} s after the run's last event time; "
           f"end to end {events / (complete_at - start_ms / 1000):,.0f} records/s")
     print(f"[bench] freshness of {len(fresh):,} LLM requests: p50 {quantile(fresh, 0.5):.2f} s, "
           f"p99 {quantile(fresh, 0.99):.2f} s, max {max(fresh):.2f} s")

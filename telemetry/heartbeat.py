@@ -64,8 +64,9 @@ class Heartbeat:
     round supersedes it)."""
 
     def __init__(self, producer: Producer, names: Iterable[str], interval_ms: int, delay_ms: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metadata_timeout_s: float = 10.0) -> None:
         self.producer = producer
+        self.metadata_timeout_s = metadata_timeout_s
         self.names = tuple(names)
         self.interval_s = interval_ms / 1000
         self.delay_ms = delay_ms
@@ -82,20 +83,33 @@ class Heartbeat:
 
     def refresh(self) -> None:
         """Read the topics' partition counts from the broker."""
-        self.partitions = partition_counts(self.producer, self.names)
+        self.partitions = partition_counts(self.producer, self.names, self.metadata_timeout_s)
         self._refreshed = time.monotonic()
 
     def beat(self) -> int:
-        """Send one round now; returns the number of records."""
+        """Send one round now; returns the number of records handed to the producer. While the broker is away,
+        the known partitions keep getting beats (queued by the producer, counted as errors once it is full)."""
         if time.monotonic() - self._refreshed >= REFRESH_S:
-            self.refresh()
-        round_ = beats(self.partitions, int(self.clock() * 1000), self.delay_ms)
-        for b in round_:
-            self.producer.produce(b.topic, b.value(), partition=b.partition, timestamp=b.timestamp_ms,
-                                  headers=[(HEADER, str(b.timestamp_ms).encode())], on_delivery=self._delivered)
+            try:
+                self.refresh()
+            except KafkaException as exc:
+                if not self.partitions:
+                    raise
+                self._refreshed = time.monotonic()
+                print(f"heartbeat: cannot read the topics' partitions, keeping the last known: {exc}",
+                      file=sys.stderr, flush=True)
+        sent = 0
+        for b in beats(self.partitions, int(self.clock() * 1000), self.delay_ms):
+            try:
+                self.producer.produce(b.topic, b.value(), partition=b.partition, timestamp=b.timestamp_ms,
+                                      headers=[(HEADER, str(b.timestamp_ms).encode())], on_delivery=self._delivered)
+            except BufferError:  # the producer's queue is full: the broker has been away for a while
+                self.errors += 1
+                continue
+            sent += 1
         self.producer.poll(0)
-        self.sent += len(round_)
-        return len(round_)
+        self.sent += sent
+        return sent
 
     def run(self, progress_s: float = 60.0, out: Any = sys.stdout, alive: Path | None = None) -> None:
         """Rounds at a fixed rate (a slow round is not caught up: the next one is due an interval after it);

@@ -11,11 +11,12 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from telemetry import settings, topics
 from telemetry.heartbeat import HEADER, Beat, Heartbeat, beats, partition_counts
 from telemetry.settings import REPO_ROOT
+from tests.fixtures_prometheus import free_port
 
 
 def test_a_round_has_one_beat_per_partition_stamped_behind_the_clock() -> None:
@@ -86,3 +87,18 @@ def test_run_beats_each_interval_until_stopped(kafka_url: str, tmp_path) -> None
     runner.join(timeout=15)
     assert not runner.is_alive() and alive.exists()
     assert 5 <= heartbeat.sent <= 25 and heartbeat.errors == 0  # about 20 rounds of one partition in 1 s
+
+
+def test_a_broker_gone_away_keeps_the_known_partitions_beating(capsys: pytest.CaptureFixture[str]) -> None:
+    # A real producer pointed at a port nothing listens on: the metadata request fails, produce() still queues.
+    port = free_port()
+    heartbeat = Heartbeat(Producer({"bootstrap.servers": f"127.0.0.1:{port}", "message.timeout.ms": 1000}),
+                          ["xumi_task"], interval_ms=200, delay_ms=0, metadata_timeout_s=1.0)
+    with pytest.raises(KafkaException):
+        heartbeat.beat()  # nothing known yet: an error, as at start-up
+    heartbeat.partitions = {"xumi_task": 2}
+    heartbeat._refreshed = float("-inf")  # the periodic re-read is due
+    assert heartbeat.beat() == 2
+    assert "keeping the last known" in capsys.readouterr().err
+    heartbeat.producer.flush(5)
+    assert heartbeat.errors == 2  # both beats timed out undelivered, and were counted

@@ -1,6 +1,7 @@
 """Benchmark: the streaming job end to end on the local stack. The simulator produces at a steady rate in real
 time (event time = wall time), the job runs on the session cluster (`flink run`), the loader inserts its rows and
-telemetry.heartbeat keeps every source partition's watermark moving (--heartbeat-ms 0: none); ClickHouse is polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
+telemetry.heartbeat keeps every source partition's watermark moving (--heartbeat-ms 0: none); ClickHouse is
+polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
 
   sustained   records produced per second, and whether the job kept up (its consumer lag while producing,
               and how long after the last record the last window was complete)
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=300, help="give up this long after production ends")
     p.add_argument("--warmup", type=int, default=30,
                    help="seconds at the start left out of the steady-state freshness (default 30: the job's idle "
-                        "timeout, for which partitions that never get a record hold the first windows back)")
+                        "timeout, for which, without heartbeats, partitions that never get a record hold the first "
+                        "windows back; with them, the job's start-up and JIT warm-up)")
     p.add_argument("--heartbeat-ms", type=int, default=200,
                    help="run telemetry.heartbeat at this interval beside the job (default 200); 0: none, and a "
                         "clean low-rate tail of traffic after the run closes its last windows instead")
@@ -116,11 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     db = s.clickhouse_database
     seen: dict[int, list[tuple[float, int]]] = {}
     lags: list[int] = []
-    tail = None  # the heartbeat, or the tail of traffic after the run
+    feeder = None  # what moves event time on after the run: the heartbeat, or a tail of clean traffic
     want: dict[int, int] | None = None
     try:
         if a.heartbeat_ms:
-            tail = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(a.heartbeat_ms)])
+            feeder = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms",
+                                       str(a.heartbeat_ms)])
         while time.time() * 1000 < start_ms - 200:
             time.sleep(0.05)
         producer = simulate(s, start_ms, events, a.rate, work / "truth.json", seed=3)
@@ -149,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                     # The tail starts in the window after the run's last one, so it adds to none of the run's.
                     last_event_ms = truth["meta"]["end_ms"]
                     end_ms = (last_event_ms // WINDOW_MS + 1) * WINDOW_MS
-                    if tail is None:
-                        tail = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
+                    if feeder is None:
+                        feeder = simulate(s, end_ms, TAIL_RATE * a.timeout, TAIL_RATE, None, clean=True, seed=4)
                 if all(seen.get(w, [(0, 0)])[-1][1] >= n for w, n in want.items()):
                     complete_at = now
                     break
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"the run's windows were not complete {a.timeout} s after production ended")
             time.sleep(POLL_S)
     finally:
-        stop_run(s, job_id, loader, tail)
+        stop_run(s, job_id, loader, feeder)
         loader_log.close()
     fresh = freshness(seen, want, start_ms)
     steady = freshness(seen, want, start_ms + a.warmup * 1000)

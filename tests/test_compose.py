@@ -20,6 +20,7 @@ import yaml
 
 from telemetry import settings as cfg
 from telemetry.settings import REPO_ROOT
+from telemetry.stack.flink import REPORTER_EXCLUDES
 
 Json = dict[str, Any]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -315,6 +316,9 @@ def test_prometheus_scrapes_flink_and_the_loader_and_loads_the_alert_rules(rende
                               services["jobmanager"]["environment"]["FLINK_PROPERTIES"], re.MULTILINE)
     assert reporter_port, "the Flink Prometheus reporter is not configured"
     assert {f"jobmanager:{reporter_port[1]}", f"taskmanager:{reporter_port[1]}"} <= targets, targets
+    # Flink parses its configuration as YAML: the patterns are quoted, and are the local session cluster's.
+    properties = yaml.safe_load(services["jobmanager"]["environment"]["FLINK_PROPERTIES"])
+    assert properties["metrics.reporter.prom.filter.excludes"].split(";") == list(REPORTER_EXCLUDES)
     # the loader's /metrics listens on the compose network (not only its own loopback) at the port scraped
     loader_env = services["loader"]["environment"]
     assert loader_env["LOADER_METRICS_HOST"] == "0.0.0.0" and "network_mode" not in services["loader"]

@@ -23,6 +23,7 @@ import yaml
 
 from telemetry import settings as cfg
 from telemetry.settings import REPO_ROOT
+from telemetry.stack.flink import REPORTER_EXCLUDES
 
 K8S = REPO_ROOT / "k8s" / "flink-operator"
 CRD_DIR = REPO_ROOT / "lib" / "k8s-operator"
@@ -368,6 +369,12 @@ def test_metrics_port_is_the_one_scraped_and_exposed():
         port = deployment["spec"]["flinkConfiguration"]["metrics.reporter.prom.port"]
         assert deployment["spec"]["podTemplate"]["metadata"]["annotations"]["prometheus.io/port"] == port
         assert {"name": "metrics", "containerPort": int(port), "protocol": "TCP"} in main_container(deployment)["ports"]
+
+
+def test_reporter_leaves_out_the_series_the_local_cluster_leaves_out():
+    for deployment in deployments():
+        excludes = deployment["spec"]["flinkConfiguration"]["metrics.reporter.prom.filter.excludes"]
+        assert excludes.split(";") == list(REPORTER_EXCLUDES), deployment["metadata"]["name"]
 
 
 def test_service_account_and_namespace_agree():

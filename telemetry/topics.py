@@ -5,7 +5,7 @@ This is the single source of truth for topic names; the stack, the simulator, th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -26,6 +26,7 @@ class Topic:
     family: str | None  # the event family in schemas/ that a source topic carries
     description: str
     table: str | None = None  # the ClickHouse table the loader fills from it (JSONEachRow values)
+    config: dict[str, str] = field(default_factory=dict, hash=False)  # topic-level Kafka settings it is created with
 
 
 # Partition counts are sized for a 2-core dev box yet leave room for parallelism 2-6 in production;
@@ -48,7 +49,9 @@ CATALOGUE: tuple[Topic, ...] = (
           "Producer SDK metrics and milestones (seed 004): metric values, status, CPU / RAM / GPU context"),
     Topic("telemetry.dlq.v1", 3, Role.DLQ, None, "Rejected records: original bytes, source position, reason",
           table="dlq_events"),
-    Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service"),
+    # compacted: each update carries a user's day so far, so the newest record of a key is all a reader needs
+    Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service",
+          config={"cleanup.policy": "compact"}),
 )
 
 CATALOGUE += (

@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 import clickhouse_connect
 import pytest
@@ -29,8 +29,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from telemetry.loader.insert import insert_rows
 from telemetry.settings import REPO_ROOT
 from tests.databases import migrated_database
+from tests.polling import eventually
 
-T = TypeVar("T")
 # Recent, or the tables' 12-month TTL would drop the rows as they are written
 BASE = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
 
@@ -102,16 +102,6 @@ def start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "telemetry.loader", *args], cwd=REPO_ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-
-
-def eventually(probe: Callable[[], T], what: str, timeout: float = 120.0) -> T:
-    """Poll for something another process does; fails only after a generous timeout."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def usage_totals(ch: Client, database: str, table: str) -> tuple[int, int, int, float]:

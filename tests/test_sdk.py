@@ -19,7 +19,7 @@ import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer
@@ -39,8 +39,8 @@ from telemetry.sdk import (
 from telemetry.sdk.context import SystemSampler, parse_nvidia_smi
 from telemetry.settings import Settings
 from tests.rest_proxy_standin import KafkaSink, MemorySink, RestProxyStandIn
+from tests.polling import eventually
 
-T = TypeVar("T")
 METRICS = "telemetry.metrics.v1"
 ENV = {"NODE_ID": "3f9a2c71-8d4e-4b6a-a1c2-0e5f7d9b1a23", "TENANT_ID": "7b0c1f3e-2a44-4d51-9a0e-5d1f6c2b8e90",
        "VM_TYPE": "NV6", "HOST_NAME": "gpu-node-07"}
@@ -71,16 +71,6 @@ def seed_calls(t: Telemetry) -> list[schemas.Envelope]:
         t.emit(event="model_load_end", status="completed"),
         t.emit(event="xumi.task.started", **TASK),
     ]
-
-
-def eventually(probe: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll for something a background thread or a broker does; fails only after a generous timeout."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
-    return value
 
 
 def closed_port() -> int:

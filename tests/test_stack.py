@@ -9,10 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
@@ -26,25 +25,12 @@ from telemetry.stack.control import NAMES, select, status
 from telemetry.stack.flink import cli, reporter_ports
 from telemetry.stack.process import pid_alive, port_free
 from telemetry.topics import CATALOGUE
+from tests.polling import eventually
 
 if TYPE_CHECKING:  # imported for real by conftest's pytest_plugins, first, so pytest can rewrite its asserts
     from tests.fixtures_stack import StackCli
 
 pytestmark = pytest.mark.stack
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    """Poll until probe returns a truthy value (for things that happen after the call that caused them)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 def lake(config: Settings) -> fs.S3FileSystem:

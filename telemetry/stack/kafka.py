@@ -1,6 +1,6 @@
 """Kafka: a single-node KRaft broker + controller from Apache Kafka's jars (lib/kafka), run with plain `java`:
 broker on KAFKA_DIRECT_URL's port, controller on that port + 1; every topic of telemetry/topics.py is created
-with its partition count (and grown when an existing topic has fewer).
+with its partition count and settings by telemetry/topic_admin.py.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from telemetry import topic_admin
 from telemetry.settings import REPO_ROOT
 from telemetry.stack.process import Launch, Port, Service, StackError, local_port, port_free
-from telemetry.topics import CATALOGUE
 
 KAFKA_LIB = REPO_ROOT / "lib" / "kafka"
 # The broker serves from the OS page cache, not its heap: with 512 MB it took 400k 400-byte records from one
@@ -165,28 +165,4 @@ class Kafka(Service):
 
     def provision(self) -> str:
         """Create each catalogue topic that is missing; grow one that has fewer partitions than listed."""
-        admin = self.admin()
-        existing = {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=10).topics.items()}
-        missing = [t for t in CATALOGUE if t.name not in existing]
-        short = [t for t in CATALOGUE if t.name in existing and existing[t.name] < t.partitions]
-        larger = [t for t in CATALOGUE if t.name in existing and existing[t.name] > t.partitions]
-        if missing:
-            futures = admin.create_topics([NewTopic(t.name, num_partitions=t.partitions, replication_factor=1) for t in missing])
-            for future in futures.values():
-                future.result(timeout=30)
-        if short:
-            futures = admin.create_partitions([NewPartitions(t.name, t.partitions) for t in short])
-            for future in futures.values():
-                future.result(timeout=30)
-        parts = [f"{len(CATALOGUE) - len(missing)} of {len(CATALOGUE)} catalogue topics already present"]
-        if missing:
-            parts.append(f"created {', '.join(t.name for t in missing)}")
-        if short:
-            # growing moves keys to other partitions: per-key order holds only from here on
-            parts.append("grew " + ", ".join(f"{t.name} {existing[t.name]} -> {t.partitions}" for t in short) + " partitions")
-        if larger:
-            parts.append(
-                "WARNING: more partitions than the catalogue (Kafka cannot shrink; delete the topic to reset): "
-                + ", ".join(f"{t.name} has {existing[t.name]}, catalogue {t.partitions}" for t in larger)
-            )
-        return "topics: " + "; ".join(parts)
+        return topic_admin.provision(self.admin())

@@ -33,7 +33,7 @@ REJECTED = -1  # an event in the lake today's rules reject: counted and reported
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     s = cfg.load()
-    p = argparse.ArgumentParser(prog="backfill_job", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="backfill_job", description=__doc__.split("\n\n")[0])
     p.add_argument("--from", dest="start", required=True, help="first instant, ISO 8601 (UTC unless an offset is given)")
     p.add_argument("--to", dest="end", required=True, help="end instant, excluded; both on a 10 s boundary")
     p.add_argument("--topics", default="all",

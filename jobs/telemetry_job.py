@@ -36,7 +36,7 @@ SUM_COLUMNS = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGI
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     s = cfg.load()
-    p = argparse.ArgumentParser(prog="telemetry_job", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="telemetry_job", description=__doc__.split("\n\n")[0])
     p.add_argument("--bootstrap", default=s.kafka_direct_url, help="Kafka bootstrap servers (KAFKA_DIRECT_URL)")
     p.add_argument("--group-id", default="telemetry-job", help="Kafka consumer group (default telemetry-job)")
     p.add_argument("--startup-mode", default="group-offsets",

@@ -131,7 +131,7 @@ class Heartbeat:
 
 
 def build_parser(s: settings.Settings) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m telemetry.heartbeat", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m telemetry.heartbeat", description=__doc__.split("\n\n")[0])
     p.add_argument("--bootstrap", default=s.kafka_direct_url, help="Kafka bootstrap servers (KAFKA_DIRECT_URL)")
     p.add_argument("--topics", default=",".join(topics.SOURCE_TOPICS),
                    help="comma-separated topics (default: every source topic of telemetry/topics.py)")

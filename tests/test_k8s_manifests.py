@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
 from telemetry import settings as cfg
+from telemetry import topics
 from telemetry.settings import REPO_ROOT
 from telemetry.stack.flink import REPORTER_EXCLUDES
 
@@ -34,6 +36,7 @@ IMAGE_CODE_DIR = "/opt/telemetry"  # where the Dockerfile puts jobs/, udfs/, tel
 PYTHON_OPTIONS = {"pyModule", "python", "pyFiles", "pyArchives", "pyRequirements", "pyExecutable",
                   "pyClientExecutable", "pyPythonPath"}
 PLACEHOLDER = re.compile(r"<[^<>]+>")
+K8S_SCHEMA_VERSION = "1.37.0"  # the newest Kubernetes whose schema kubernetes-validate (pyproject dev pins) carries
 
 Json = dict[str, Any]
 
@@ -166,7 +169,8 @@ def test_kustomization_lists_every_yaml_file():
     listed = kustomization()["resources"]
     on_disk = sorted(p.name for p in K8S.iterdir() if p.suffix in (".yaml", ".yml") and p.name != "kustomization.yaml")
     assert sorted(listed) == on_disk
-    assert {"FlinkDeployment", "ConfigMap", "ServiceAccount", "Role", "RoleBinding"} == {d["kind"] for _, d in documents()}
+    assert {"FlinkDeployment", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job", "StatefulSet", "Service",
+            "Deployment"} == {d["kind"] for _, d in documents()}
 
 
 def test_widening_the_flink_version_enum_is_the_only_change_to_the_published_crd():
@@ -196,12 +200,41 @@ def test_the_validator_rejects_unknown_fields_and_bad_values(change: Any, fragme
     assert any(fragment in e for e in errors), errors
 
 
-def test_other_documents_are_plain_and_named():
-    # No schema of the core kinds is available here; these are the checks that still matter.
-    for name, doc in documents():
-        assert doc["metadata"]["name"], name
-        assert "namespace" not in doc["metadata"], f"{name}: the kustomization sets the namespace"
-    assert all(isinstance(v, str) for v in configmap_data().values())
+def core_errors(doc: Json) -> list[str]:
+    """Errors of a core Kubernetes object against the API's own schema (kubernetes-validate's copy of the OpenAPI
+    of Kubernetes 1.37), strictly: an unknown field is an error."""
+    try:
+        kubernetes_validate.validate(doc, K8S_SCHEMA_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path))}: {exc.message}"]
+    return []
+
+
+@pytest.mark.parametrize("name, kind", [(d["metadata"]["name"], d["kind"]) for _, d in documents()
+                                        if d["kind"] != "FlinkDeployment"])
+def test_core_documents_match_the_kubernetes_schema_strictly(name: str, kind: str):
+    [doc] = [d for _, d in documents() if d["metadata"]["name"] == name and d["kind"] == kind]
+    assert "namespace" not in doc["metadata"], f"{name}: the kustomization sets the namespace"
+    assert core_errors(doc) == []
+
+
+@pytest.mark.parametrize("name", [d["metadata"]["name"] for d in deployments()])
+def test_flink_pod_templates_are_valid_pods(name: str):
+    # The CRD leaves podTemplate open (any fields): the operator merges it into its pods, so it must be a Pod.
+    [doc] = [d for d in deployments() if d["metadata"]["name"] == name]
+    assert core_errors(doc["spec"]["podTemplate"]) == []
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda pod: pod["containers"][0].update(envFrm=[]), "'envFrm' was unexpected"),
+    (lambda pod: pod["containers"][0]["ports"][0].update(containerPort="9465"), "is not of type 'integer'"),
+    (lambda pod: pod["containers"][0].pop("name"), "'name' is a required property"),
+], ids=["misspelled field", "port as a string", "container without a name"])
+def test_the_core_validator_rejects_unknown_fields_and_bad_values(change: Any, fragment: str):
+    [doc] = copy.deepcopy([d for _, d in of_kind("StatefulSet")])
+    change(doc["spec"]["template"]["spec"])
+    errors = core_errors(doc)
+    assert any(fragment in e for e in errors), errors
 
 
 # --- what the manifests run ---------------------------------------------------------------------------------------
@@ -395,3 +428,97 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
         assert not [p for p in ignored if src.rstrip("/").startswith(p.rstrip("/"))], (src, ignored)
         if not src.startswith("lib/"):  # lib/ is `make jars` output
             assert list(REPO_ROOT.glob(src.rstrip("/"))), src
+
+
+# --- the setup Job, the loader and the heartbeat ------------------------------------------------------------------
+
+WORKLOAD_KINDS = ("Job", "StatefulSet", "Deployment")
+
+
+def workloads() -> list[Json]:
+    return [doc for _, doc in documents() if doc["kind"] in WORKLOAD_KINDS]
+
+
+def workload(kind: str) -> Json:
+    [(_, doc)] = of_kind(kind)
+    return doc
+
+
+def containers(doc: Json) -> list[Json]:
+    pod = doc["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def container_env(doc: Json, container: Json) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMap and Secret (the example's placeholders), then its env."""
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        if "configMapRef" in ref:
+            assert ref["configMapRef"]["name"] == "telemetry-config", ref
+            env.update(configmap_data())
+        else:
+            assert ref["secretRef"]["name"] == "telemetry-secrets", ref
+            env.update(secret_example())
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:  # the pod's own name: a StatefulSet's first pod
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, item
+            env[item["name"]] = f"{doc['metadata']['name']}-0"
+    return env
+
+
+@pytest.mark.parametrize("kind", WORKLOAD_KINDS)
+def test_workloads_run_a_module_of_the_job_image_that_accepts_their_args_and_environment(
+        kind: str, monkeypatch: pytest.MonkeyPatch):
+    doc = workload(kind)
+    interpreters = {Path(d["spec"]["flinkConfiguration"]["python.executable"]).name for d in deployments()}
+    if kind != "Job":  # a Job's selector is generated
+        assert doc["spec"]["selector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+    for container in containers(doc):
+        assert container["image"] == deployments()[0]["spec"]["image"], container["name"]
+        interpreter, dash_m, module, *args = container["command"]
+        assert (interpreter, dash_m) in {(i, "-m") for i in interpreters}, container["command"]
+        assert importlib.util.find_spec(module) is not None, f"{container['name']}: no module {module}"
+        env = container_env(doc, container)
+        cfg.load(env)  # every value passes settings' validation
+        with monkeypatch.context() as m:
+            for key in cfg._ENV_NAMES.values():
+                m.delenv(key, raising=False)
+            for key, value in env.items():
+                m.setenv(key, value)
+            parse_with_module(module, args)
+        assert not [e for e in container.get("env", []) if e["name"] in secret_example()], "credentials: the Secret"
+
+
+def test_setup_creates_the_topics_before_migrating():
+    job = workload("Job")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["command"][2] for c in pod["initContainers"]] == ["telemetry.topic_admin"]
+    assert [c["command"][2] for c in pod["containers"]] == ["telemetry.migrate"]
+    assert pod["restartPolicy"] == "OnFailure"
+
+
+def test_loader_pods_keep_their_name_as_member_id_and_serve_metrics_where_probed_and_scraped():
+    loader = workload("StatefulSet")
+    [(_, service)] = of_kind("Service")
+    assert loader["spec"]["serviceName"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == loader["spec"]["selector"]["matchLabels"]
+    [container] = containers(loader)
+    env = container_env(loader, container)
+    assert env["LOADER_INSTANCE_ID"] == f"{loader['metadata']['name']}-0"  # the pod's name, stable in a StatefulSet
+    assert env["LOADER_METRICS_HOST"] == "0.0.0.0"  # probes and Prometheus come from outside the pod
+    port = int(env["LOADER_METRICS_PORT"])
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    assert loader["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    most_partitions = max(topics.BY_NAME[t].partitions for t in topics.LOADER_TOPICS)
+    assert 1 <= loader["spec"]["replicas"] <= most_partitions
+
+
+def test_heartbeat_liveness_reads_the_file_the_heartbeat_touches():
+    [container] = containers(workload("Deployment"))
+    alive_file = container["command"][container["command"].index("--alive-file") + 1]
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[0] == container["command"][0] and f"getmtime('{alive_file}')" in probe[-1], probe

@@ -10,6 +10,10 @@ polled until every window of the run holds the ground truth. Prints figures; ass
               visible is taken to be the k-th by event time, spread evenly over the window (the simulator
               sends at an even rate); each poll's new requests get that poll's time.
 
+--catch-up measures the job's capacity instead: the simulator (with the heartbeat) fills Kafka first, with no job
+running, then the job starts on that backlog, and the figure is records per second from the job running until it
+has read them all (its committed consumer lag reaches 0), with no producer competing for the CPU.
+
 Run with the stack up and migrated (`make stack-up migrate`):
     PYTHONPATH=. python benchmarks/bench_job.py [--rate 10000] [--duration 60] [-- JOB OPTIONS...]
 """
@@ -38,21 +42,31 @@ POLL_S = 0.5
 TAIL_RATE = 200  # without heartbeats: clean records/s after the run, so event time moves and the last windows close
 
 
-def job_lag(s: cfg.Settings, group: str) -> int:
-    """Records of the source topics beyond what the job's consumer group committed (it commits per checkpoint)."""
+def job_lag(s: cfg.Settings, group: str, ends: dict[tuple[str, int], int] | None = None) -> int:
+    """Records of the source topics beyond what the job's consumer group committed (it commits per checkpoint):
+    up to each partition's end now, or up to the offsets in ends. -1 while the group has committed nothing."""
     consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": group, "enable.auto.commit": False})
     try:
         parts = [TopicPartition(t, p) for t in SOURCE_TOPICS
                  for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
         lag = 0
         for tp in consumer.committed(parts, timeout=10):
-            end = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            end = ends[(tp.topic, tp.partition)] if ends else consumer.get_watermark_offsets(tp, timeout=10)[1]
             if tp.offset < 0 and end > 0:
                 return -1  # nothing committed yet: the job has not completed a checkpoint
-            lag += end - max(tp.offset, 0)
+            lag += max(0, end - max(tp.offset, 0))
         return lag
     except Exception:  # noqa: BLE001 - the coordinator may not know the group yet: no figure this time
         return -1
+    finally:
+        consumer.close()
+
+
+def end_offsets(s: cfg.Settings) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": "bench-job-ends"})
+    try:
+        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1] for t in SOURCE_TOPICS
+                for p in consumer.list_topics(t, timeout=10).topics[t].partitions}
     finally:
         consumer.close()
 
@@ -99,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-ms", type=int, default=200,
                    help="run telemetry.heartbeat at this interval beside the job (default 200); 0: none, and a "
                         "clean low-rate tail of traffic after the run closes its last windows instead")
+    p.add_argument("--catch-up", action="store_true",
+                   help="produce first, then start the job on the backlog: the job's capacity, not freshness")
     p.add_argument("job_options", nargs="*", help="extra options for jobs/telemetry_job.py (after --)")
     a = p.parse_args(argv)
     s = cfg.load()
     work = s.state_dir / "bench-job"
     work.mkdir(parents=True, exist_ok=True)
+    if a.catch_up:
+        return catch_up(a, s, work)
     start_ms = (int(time.time() * 1000) // WINDOW_MS + 2) * WINDOW_MS  # a window boundary after start-up
     events = a.rate * a.duration
     end_ms = start_ms + a.duration * 1000  # planned; the truth's meta.end_ms says where the run really ended
@@ -176,6 +194,62 @@ def main(argv: list[str] | None = None) -> int:
     if steady:
         print(f"[bench] after the first {a.warmup} s ({len(steady):,} requests): p50 {quantile(steady, 0.5):.2f} s, "
               f"p99 {quantile(steady, 0.99):.2f} s, max {max(steady):.2f} s")
+    return 0
+
+
+def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
+    start_ms = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
+    events = a.rate * a.duration
+    print(f"[bench] catch-up: {events:,} records at {a.rate:,}/s into Kafka first, then the job", flush=True)
+    feeder = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(a.heartbeat_ms or 200)])
+    loader = None
+    job_id = None
+    try:
+        while time.time() * 1000 < start_ms:
+            time.sleep(0.05)
+        producer = simulate(s, start_ms, events, a.rate, work / "truth.json", seed=3)
+        if producer.wait() != 0:
+            raise SystemExit("the simulator failed")
+        truth = json.loads((work / "truth.json").read_text())
+        want = window_requests(truth)
+        # The backlog ends here; heartbeats after it only close the last windows.
+        ends = end_offsets(s)
+        job_id = submit_job(s, start_ms, work / "flink-run.log", a.job_options)
+        wait_running(s, job_id)
+        running_at = time.time()
+        loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=(work / "loader.log").open("wb"),
+                                  stderr=subprocess.STDOUT)
+        group = f"demo-{start_ms}"
+        while (lag := job_lag(s, group, ends)) != 0:
+            now = time.time()
+            print(f"[bench] {now - running_at:5.0f} s after the job started: lag {lag:,} records", flush=True)
+            if now - running_at > a.timeout:
+                raise SystemExit(f"the job had not caught up {a.timeout} s after it started")
+            time.sleep(2)
+        drained_at = time.time()
+        ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user,
+                                           password=s.clickhouse_password)
+        end_ms = truth["meta"]["end_ms"] + WINDOW_MS
+        while True:
+            rows = dict(ch.query(f"SELECT toUnixTimestamp(window_start) * 1000, sum(requests) FROM "
+                                 f"{s.clickhouse_database}.usage_10s WHERE window_start >= toDateTime({start_ms // 1000}) "
+                                 f"AND window_start < toDateTime({end_ms // 1000}) GROUP BY window_start").result_rows)
+            if all(rows.get(w, 0) >= n for w, n in want.items()):
+                complete_at = time.time()
+                break
+            if time.time() - drained_at > a.timeout:
+                raise SystemExit(f"the run's windows were not complete {a.timeout} s after the job caught up")
+            time.sleep(POLL_S)
+    finally:
+        if job_id and loader:
+            stop_run(s, job_id, loader, feeder)
+        else:
+            feeder.terminate()
+            feeder.wait()
+    took = drained_at - running_at
+    print(f"[bench] the job read the backlog of {events:,} records (and the heartbeats among them) in {took:.1f} s "
+          f"after it was running, as its checkpoints committed: {events / took:,.0f} records/s")
+    print(f"[bench] every window complete in ClickHouse {complete_at - running_at:.1f} s after the job was running")
     return 0
 
 

@@ -55,7 +55,7 @@ def partition_counts(producer: Producer, names: Iterable[str], timeout_s: float 
     missing = [name for name in names if name not in metadata or metadata[name].error is not None]
     if missing:
         raise SystemExit(f"heartbeat: topics {', '.join(missing)} do not exist on the broker; create them first "
-                         "(`python -m telemetry.stack up kafka` locally)")
+                         "with `python -m telemetry.topic_admin`")
     return {name: len(metadata[name].partitions) for name in names}
 
 

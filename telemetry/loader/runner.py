@@ -177,7 +177,7 @@ class Loader:
         missing = [t for t in self.cfg.topics if t not in known]
         if missing:
             raise LoaderError(f"Kafka at {self.cfg.bootstrap_servers} has no topic {', '.join(missing)} "
-                              "(`python -m telemetry.stack up kafka` creates the catalogue's topics)")
+                              "(`python -m telemetry.topic_admin` creates the catalogue's topics)")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start each partition where ClickHouse says: after its last loaded batch, or at an interrupted one."""

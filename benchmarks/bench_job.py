@@ -47,10 +47,8 @@ def job_lag(s: cfg.Settings, group: str, ends: dict[tuple[str, int], int] | None
     up to each partition's end now, or up to the offsets in ends. -1 while the group has committed nothing."""
     consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": group, "enable.auto.commit": False})
     try:
-        parts = [TopicPartition(t, p) for t in SOURCE_TOPICS
-                 for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
         lag = 0
-        for tp in consumer.committed(parts, timeout=10):
+        for tp in consumer.committed(source_partitions(consumer), timeout=10):
             end = ends[(tp.topic, tp.partition)] if ends else consumer.get_watermark_offsets(tp, timeout=10)[1]
             if tp.offset < 0 and end > 0:
                 return -1  # nothing committed yet: the job has not completed a checkpoint
@@ -65,10 +63,31 @@ def job_lag(s: cfg.Settings, group: str, ends: dict[tuple[str, int], int] | None
 def end_offsets(s: cfg.Settings) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": s.kafka_direct_url, "group.id": "bench-job-ends"})
     try:
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1] for t in SOURCE_TOPICS
-                for p in consumer.list_topics(t, timeout=10).topics[t].partitions}
+        return {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in source_partitions(consumer)}
     finally:
         consumer.close()
+
+
+def source_partitions(consumer: Consumer) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t in SOURCE_TOPICS for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+
+
+def visible_requests(ch: Any, db: str, start_ms: int, end_ms: int) -> dict[int, int]:
+    """LLM requests usage_10s counts per window of [start_ms, end_ms)."""
+    rows = ch.query(f"SELECT toUnixTimestamp(window_start) * 1000, sum(requests) FROM {db}.usage_10s "
+                    f"WHERE window_start >= toDateTime({start_ms // 1000}) "
+                    f"AND window_start < toDateTime({end_ms // 1000}) GROUP BY window_start").result_rows
+    return {int(window): int(count) for window, count in rows}
+
+
+def start_heartbeat(interval_ms: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(interval_ms)])
+
+
+def start_loader(log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the loader keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=out, stderr=subprocess.STDOUT)
 
 
 def window_requests(truth: dict[str, Any]) -> dict[int, int]:
@@ -121,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     work = s.state_dir / "bench-job"
     work.mkdir(parents=True, exist_ok=True)
     if a.catch_up:
+        if not a.heartbeat_ms:
+            p.error("--catch-up needs heartbeats to close the backlog's last windows: give --heartbeat-ms above 0")
         return catch_up(a, s, work)
     start_ms = (int(time.time() * 1000) // WINDOW_MS + 2) * WINDOW_MS  # a window boundary after start-up
     events = a.rate * a.duration
@@ -130,31 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     job_id = submit_job(s, start_ms, work / "flink-run.log", a.job_options)
     wait_running(s, job_id)
     group = f"demo-{start_ms}"  # submit_job's consumer group
-    loader_log = open(work / "loader.log", "wb")
-    loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=loader_log, stderr=subprocess.STDOUT)
+    loader = start_loader(work / "loader.log")
     ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user, password=s.clickhouse_password)
-    db = s.clickhouse_database
     seen: dict[int, list[tuple[float, int]]] = {}
     lags: list[int] = []
     feeder = None  # what moves event time on after the run: the heartbeat, or a tail of clean traffic
     want: dict[int, int] | None = None
     try:
         if a.heartbeat_ms:
-            feeder = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms",
-                                       str(a.heartbeat_ms)])
+            feeder = start_heartbeat(a.heartbeat_ms)
         while time.time() * 1000 < start_ms - 200:
             time.sleep(0.05)
         producer = simulate(s, start_ms, events, a.rate, work / "truth.json", seed=3)
         last_lag = 0.0
         while True:
             now = time.time()
-            rows = ch.query(f"SELECT toUnixTimestamp(window_start) * 1000, sum(requests) FROM {db}.usage_10s "
-                            f"WHERE window_start >= toDateTime({start_ms // 1000}) "
-                            f"AND window_start < toDateTime({end_ms // 1000 + 60}) GROUP BY window_start").result_rows
-            for window, count in rows:
-                history = seen.setdefault(int(window), [])
+            for window, count in visible_requests(ch, s.clickhouse_database, start_ms, end_ms + 60_000).items():
+                history = seen.setdefault(window, [])
                 if not history or history[-1][1] != count:
-                    history.append((now, int(count)))
+                    history.append((now, count))
             if producer.poll() is None and now - last_lag >= 5:
                 lags.append(job_lag(s, group))
                 print(f"[bench] {now - start_ms / 1000:5.0f} s: job lag {lags[-1]:,} records, "
@@ -180,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(POLL_S)
     finally:
         stop_run(s, job_id, loader, feeder)
-        loader_log.close()
     fresh = freshness(seen, want, start_ms)
     steady = freshness(seen, want, start_ms + a.warmup * 1000)
     valid_lags = [x for x in lags if x >= 0]
@@ -201,7 +215,7 @@ def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
     start_ms = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
     events = a.rate * a.duration
     print(f"[bench] catch-up: {events:,} records at {a.rate:,}/s into Kafka first, then the job", flush=True)
-    feeder = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(a.heartbeat_ms or 200)])
+    feeder = start_heartbeat(a.heartbeat_ms)
     loader = None
     job_id = None
     try:
@@ -217,8 +231,7 @@ def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
         job_id = submit_job(s, start_ms, work / "flink-run.log", a.job_options)
         wait_running(s, job_id)
         running_at = time.time()
-        loader = subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=(work / "loader.log").open("wb"),
-                                  stderr=subprocess.STDOUT)
+        loader = start_loader(work / "loader.log")
         group = f"demo-{start_ms}"
         while (lag := job_lag(s, group, ends)) != 0:
             now = time.time()
@@ -231,9 +244,7 @@ def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
                                            password=s.clickhouse_password)
         end_ms = truth["meta"]["end_ms"] + WINDOW_MS
         while True:
-            rows = dict(ch.query(f"SELECT toUnixTimestamp(window_start) * 1000, sum(requests) FROM "
-                                 f"{s.clickhouse_database}.usage_10s WHERE window_start >= toDateTime({start_ms // 1000}) "
-                                 f"AND window_start < toDateTime({end_ms // 1000}) GROUP BY window_start").result_rows)
+            rows = visible_requests(ch, s.clickhouse_database, start_ms, end_ms)
             if all(rows.get(w, 0) >= n for w, n in want.items()):
                 complete_at = time.time()
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
@@ -19,10 +20,15 @@ from telemetry import settings as cfg
 from telemetry.topics import CATALOGUE, Topic
 
 TIMEOUT_S = 30
-# librdkafka logs each refused connection; a broker that stays away is reported once, by the error at the end.
 _quiet = logging.getLogger("telemetry.topic_admin.librdkafka")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
+
+
+def admin_client(bootstrap: str, **config: Any) -> AdminClient:
+    """An AdminClient that keeps librdkafka's per-connection log lines to itself (a broker that is not up yet is
+    reported once, by the caller's error)."""
+    return AdminClient({"bootstrap.servers": bootstrap, **config}, logger=_quiet)
 
 
 def _wait(futures: dict) -> None:
@@ -92,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"topic_admin: {exc}", file=sys.stderr)
         return 2
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
-        print(provision(admin, a.replication_factor), flush=True)
+        print(provision(admin_client(bootstrap), a.replication_factor), flush=True)
     except (KafkaException, TimeoutError) as exc:
         print(f"topic_admin: Kafka at {bootstrap}: {exc}", file=sys.stderr)
         return 1

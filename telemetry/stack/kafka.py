@@ -6,7 +6,6 @@ with its partition count and settings by telemetry/topic_admin.py.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import shutil
 import subprocess
@@ -24,11 +23,6 @@ KAFKA_LIB = REPO_ROOT / "lib" / "kafka"
 # The broker serves from the OS page cache, not its heap: with 512 MB it took 400k 400-byte records from one
 # Python producer at ~330k records/s here, far above the simulator's 20k events/s.
 HEAP_OPTS = ["-Xms512m", "-Xmx512m"]
-
-# librdkafka logs every refused connection while the broker starts; probes stay quiet.
-_quiet = logging.getLogger("telemetry.stack.kafka.probe")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
 
 
 def java() -> str:
@@ -153,7 +147,8 @@ class Kafka(Service):
         return [self.dir / "logs" / "server.log", self.dir / "kafka.out"]
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.url(), "socket.connection.setup.timeout.ms": 2000}, logger=_quiet)
+        # librdkafka would log every refused connection while the broker starts; probes stay quiet.
+        return topic_admin.admin_client(self.url(), **{"socket.connection.setup.timeout.ms": 2000})
 
     def healthy(self) -> bool:
         if port_free(self.port):  # not listening yet: skip the client, which would wait out its timeout

@@ -435,10 +435,6 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
 WORKLOAD_KINDS = ("Job", "StatefulSet", "Deployment")
 
 
-def workloads() -> list[Json]:
-    return [doc for _, doc in documents() if doc["kind"] in WORKLOAD_KINDS]
-
-
 def workload(kind: str) -> Json:
     [(_, doc)] = of_kind(kind)
     return doc

@@ -94,6 +94,46 @@ def test_cache_per_node_and_bucket(prometheus_history: PrometheusHistory) -> Non
     assert run(go()) == [per_bucket, per_bucket, 2 * per_bucket, 3 * per_bucket]
 
 
+def test_a_filling_bucket_is_shared_by_lookups_it_has_final_values_for(prometheus_history: PrometheusHistory) -> None:
+    # The clock stands inside the first bucket: its fetches hold final values up to clock - final_after_s only.
+    now = [BASE_S + 200.0]
+    cfg = EnrichmentConfig(prometheus_url=prometheus_history.url, final_after_s=10)
+    per_bucket = len(cfg.templates)
+    node = NODES[0].name
+
+    async def go() -> list[int]:
+        enricher = PrometheusEnricher(cfg, clock=lambda: now[0])
+        counts = []
+
+        async def ending_at(end_s: int) -> None:
+            result = await enricher.lookup(node, (end_s - 60) * 1000, end_s * 1000)
+            assert_close(result.values, expected(NODES[0], (end_s - 60) * 1000, end_s * 1000))
+            counts.append(enricher.requests)
+
+        try:
+            await ending_at(BASE_S + 150)  # fetched at 200: final up to 190
+            await ending_at(BASE_S + 189)  # last point 180: shared
+            await ending_at(BASE_S + 199)  # last point 195 may lack samples in that fetch: fetched again
+            await ending_at(BASE_S + 180)  # the newer fetch serves the older windows too
+            now[0] = BASE_S + 700  # the first bucket is complete: one more fetch, then shared for good
+            await ending_at(BASE_S + 590)
+            await ending_at(BASE_S + 450)
+            now[0] = BASE_S + 90_000
+            await ending_at(BASE_S + 300)
+        finally:
+            await enricher.close()
+        return counts
+
+    assert run(go()) == [per_bucket, per_bucket, 2 * per_bucket, 2 * per_bucket, 3 * per_bucket, 3 * per_bucket,
+                         3 * per_bucket]
+
+
+def test_final_after_s_from_the_environment() -> None:
+    assert load_config({"ENRICH_FINAL_AFTER_S": "45"}).final_after_s == 45.0
+    with pytest.raises(EnrichmentConfigError, match="final_after_s=-1"):
+        load_config({"ENRICH_FINAL_AFTER_S": "-1"})
+
+
 def test_prometheus_down_is_unavailable_and_opens_the_breaker() -> None:
     cfg = EnrichmentConfig(prometheus_url=f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.01,
                            breaker_failures=30, breaker_cooldown_s=60)

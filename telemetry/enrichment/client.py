@@ -1,5 +1,6 @@
 """Async Prometheus client for enrichment: per-request timeout, retries with exponential backoff, a circuit
-breaker, and an LRU cache of query_range results per (resource, node, time bucket) shared by concurrent lookups.
+breaker, and an LRU cache of query_range results per (resource, node, time bucket) shared by concurrent lookups
+and, for a bucket still filling, by every later lookup that needs no evaluation time past what it had final.
 
 It never raises for Prometheus being slow, down or wrong: the result's status says ok / partial / unavailable.
 """
@@ -26,6 +27,15 @@ class _Failed(Exception):
 
 
 @dataclass(frozen=True)
+class _Fetch:
+    """One query_range of a bucket, done or in flight. final_until: the last evaluation time (s) whose value
+    was final when the request left: Prometheus had every sample up to it (cfg.final_after_s)."""
+
+    task: asyncio.Task[list[Series]]
+    final_until: float
+
+
+@dataclass(frozen=True)
 class Enrichment:
     status: str
     values: dict[str, Any]  # the enrichment columns plus cpu_seconds and gpu_seconds
@@ -38,7 +48,7 @@ class PrometheusEnricher:
         self.cfg = cfg
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._cache: OrderedDict[tuple[str, str, int], asyncio.Task[list[Series]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int], _Fetch] = OrderedDict()
         self._failures = 0
         self._open_until = 0.0
         self.requests = 0  # HTTP requests sent (for tests and metrics)
@@ -66,8 +76,8 @@ class PrometheusEnricher:
         if len(spans) > cfg.max_buckets:
             return Enrichment(SKIPPED, {})
         names = list(cfg.templates)
-        answers = await asyncio.gather(*(self._resource(name, node, spans) for name in names))
         first, last = window_grid(start_ms, end_ms, cfg.step_s)
+        answers = await asyncio.gather(*(self._resource(name, node, spans, last) for name in names))
         stats: dict[str, Stats | None] = {}
         for name, series in zip(names, answers):
             stats[name] = window_stats(series, first, last) if series is not None else None
@@ -77,9 +87,10 @@ class PrometheusEnricher:
             return Enrichment(status, {})
         return Enrichment(status, columns(stats, max(0, end_ms - start_ms) / 1000))
 
-    async def _resource(self, name: str, node: str, spans: list[int]) -> list[Series] | None:
-        """All series of one resource over the buckets, or None if any bucket could not be fetched."""
-        parts = await asyncio.gather(*(self._bucket(name, node, b) for b in spans), return_exceptions=True)
+    async def _resource(self, name: str, node: str, spans: list[int], last: int) -> list[Series] | None:
+        """All series of one resource over the buckets, up to evaluation time `last`, or None if any bucket could
+        not be fetched."""
+        parts = await asyncio.gather(*(self._bucket(name, node, b, last) for b in spans), return_exceptions=True)
         if any(isinstance(p, BaseException) for p in parts):
             return None
         merged: dict[int, Series] = {}
@@ -88,20 +99,24 @@ class PrometheusEnricher:
                 merged.setdefault(i, []).extend(s)
         return list(merged.values())
 
-    def _bucket(self, name: str, node: str, bucket_start: int) -> asyncio.Task[list[Series]]:
-        """The cached (or in-flight) fetch of one bucket; concurrent lookups share it."""
+    def _bucket(self, name: str, node: str, bucket_start: int, last: int) -> asyncio.Task[list[Series]]:
+        """The fetch of one bucket that holds final values up to `last`: a cached one, one in flight (as fresh as
+        a new request), or a new one. A task that ended moments ago needs points a fetch made before it ended
+        may lack, so a bucket still filling is fetched again for it, and at most once per evaluation step and
+        node once lookups trail the clock by final_after_s: the tasks of one node share each step's fetch."""
+        cfg = self.cfg
         key = (name, node, bucket_start)
-        task = self._cache.get(key)
-        if task is not None and not (task.done() and task.exception()):
+        bucket_last = bucket_start + cfg.bucket_s - cfg.step_s
+        hit = self._cache.get(key)
+        if hit is not None and (not hit.task.done() or (not hit.task.exception()
+                                                        and hit.final_until >= min(last, bucket_last))):
             self._cache.move_to_end(key)
-            return task
+            return hit.task
         task = asyncio.ensure_future(self._fetch(name, node, bucket_start))
-        self._cache[key] = task
-        while len(self._cache) > self.cfg.cache_size:
+        self._cache[key] = _Fetch(task, min(bucket_last, self.clock() - cfg.final_after_s))
+        self._cache.move_to_end(key)
+        while len(self._cache) > cfg.cache_size:
             self._cache.popitem(last=False)
-        # A bucket still filling (its end not yet scraped) must not be served from the cache later.
-        if bucket_start + self.cfg.bucket_s + 2 * self.cfg.step_s > self.clock():
-            task.add_done_callback(lambda _t: self._cache.pop(key, None))
         return task
 
     async def _fetch(self, name: str, node: str, bucket_start: int) -> list[Series]:

@@ -50,6 +50,8 @@ class EnrichmentConfig:
     retries: int = 2  # after the first try, on connection errors, timeouts, 429 and 5xx
     backoff_s: float = 0.1  # doubled per retry
     cache_size: int = 4096  # bucket results kept (LRU)
+    # A point's value is final once Prometheus has every sample up to it: at most a scrape timeout after it.
+    final_after_s: float = 10.0
     breaker_failures: int = 5  # consecutive failed requests that open the circuit ...
     breaker_cooldown_s: float = 10.0  # ... for this long: lookups are then `unavailable` at once
 
@@ -63,11 +65,14 @@ class EnrichmentConfig:
                 raise EnrichmentConfigError(f"template {name!r} has no {{node}} placeholder: {text!r}")
         if self.step_s <= 0 or self.bucket_s % self.step_s:
             raise EnrichmentConfigError(f"bucket_s={self.bucket_s} must be a positive multiple of step_s={self.step_s}")
+        if self.final_after_s < 0:
+            raise EnrichmentConfigError(f"final_after_s={self.final_after_s} must be 0 or more (seconds)")
 
 
 def load_config(environ: Mapping[str, str] = os.environ, **overrides: object) -> EnrichmentConfig:
     """Config from the environment: PROMETHEUS_URL, ENRICH_TEMPLATES (a YAML or JSON file whose mapping
-    replaces the named templates), ENRICH_TIMEOUT_S, ENRICH_RETRIES, ENRICH_STEP_S, ENRICH_NODE_FIELD."""
+    replaces the named templates), ENRICH_TIMEOUT_S, ENRICH_RETRIES, ENRICH_STEP_S, ENRICH_NODE_FIELD and
+    ENRICH_FINAL_AFTER_S (raise it when samples reach Prometheus late, e.g. through remote write)."""
     cfg = EnrichmentConfig()
     templates = dict(cfg.templates)
     path = environ.get("ENRICH_TEMPLATES")
@@ -84,6 +89,7 @@ def load_config(environ: Mapping[str, str] = os.environ, **overrides: object) ->
             "timeout_s": float(environ.get("ENRICH_TIMEOUT_S", cfg.timeout_s)),
             "retries": int(environ.get("ENRICH_RETRIES", cfg.retries)),
             "step_s": int(environ.get("ENRICH_STEP_S", cfg.step_s)),
+            "final_after_s": float(environ.get("ENRICH_FINAL_AFTER_S", cfg.final_after_s)),
             "node_field": environ.get("ENRICH_NODE_FIELD", cfg.node_field),
         }
     except ValueError as exc:

@@ -147,16 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     work = s.state_dir / "demo"
     work.mkdir(parents=True, exist_ok=True)
     truth_path = work / "truth.json"
-    # Event time starts on a window boundary just ahead, so the run fills whole windows; heartbeats keep every
-    # partition's watermark moving, so the last windows fire although the traffic stops (telemetry/heartbeat.py).
-    start_ms = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
-    duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
-    end_ms = start_ms + duration_ms
-    span = {"since": start_ms // 1000, "until": end_ms // 1000}
-
     started = time.monotonic()
     say("submitting jobs/telemetry_job.py to the session cluster (flink run)")
-    job_id = submit_job(s, start_ms, work / "flink-run.log")
+    job_id = submit_job(s, int(time.time() * 1000), work / "flink-run.log")
     wait_running(s, job_id)
     say(f"job {job_id} running: Flink UI {s.flink_rest_url}/#/job/{job_id}/overview")
     loader_log = open(work / "loader.log", "wb")
@@ -167,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     say("heartbeats running: a record per source partition every "
         f"{s.heartbeat_interval_ms} ms, so quiet partitions never hold windows back")
     try:
+        # Event time starts on the next window boundary, so the run fills whole windows, and only now that the job
+        # runs: records stamped before the heartbeats beside them would all take the job's correction path.
+        # Heartbeats keep every partition's watermark moving, so the last windows fire although the traffic stops.
+        start_ms = -(-(int(time.time() * 1000) + 1000) // WINDOW_MS) * WINDOW_MS
+        duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
+        span = {"since": start_ms // 1000, "until": (start_ms + duration_ms) // 1000}
+        while time.time() * 1000 < start_ms - 200:
+            time.sleep(0.05)
         say(f"simulator: {args.events:,} records at {args.rate:,}/s")
         main_run = simulate(s, start_ms, args.events, args.rate, truth_path)
         if main_run.wait() != 0:

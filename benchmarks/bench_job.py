@@ -117,17 +117,24 @@ def freshness(seen: dict[int, list[tuple[float, int]]], want: dict[int, int], si
     return out
 
 
-def route_counters(s: cfg.Settings, job_id: str) -> dict[str, int]:
-    """The job's events_valid / events_corrections / events_late so far (Flink's REST API), {} if unavailable."""
+def route_counters(s: cfg.Settings, job_id: str, wait_s: float = 20.0) -> dict[str, int]:
+    """The job's events_valid / events_corrections / events_late so far, summed over the subtasks of `validate and
+    route` (Flink's REST API); {} if unavailable. The JobManager fetches a job's metrics from the TaskManagers when
+    asked and at most every 10 s, so the first answers are empty."""
     base = f"{s.flink_rest_url}/jobs/{job_id}"
+    names = ",".join(f"validate_and_route.{c}" for c in LANE_COUNTERS)
+    deadline = time.time() + wait_s
     try:
         vertex = next(v["id"] for v in requests.get(base, timeout=5).json()["vertices"] if "validate and route" in v["name"])
-        names = [m["id"] for m in requests.get(f"{base}/vertices/{vertex}/metrics", timeout=5).json()
-                 if m["id"].rsplit(".", 1)[-1] in LANE_COUNTERS]
-        values = requests.get(f"{base}/vertices/{vertex}/metrics", params={"get": ",".join(names)}, timeout=5).json()
-    except (requests.RequestException, StopIteration, KeyError, ValueError):
+        while True:
+            values = requests.get(f"{base}/vertices/{vertex}/subtasks/metrics", params={"get": names, "agg": "sum"},
+                                  timeout=5).json()
+            if values or time.time() > deadline:
+                return {m["id"].rsplit(".", 1)[-1]: int(m["sum"]) for m in values}
+            time.sleep(1)
+    except (requests.RequestException, StopIteration, KeyError, ValueError) as exc:
+        print(f"[bench] no lane counters from {base}: {exc!r}", flush=True)
         return {}
-    return {m["id"].rsplit(".", 1)[-1]: int(float(m["value"])) for m in values}
 
 
 def print_lanes(lanes: dict[str, int]) -> None:

@@ -76,6 +76,9 @@ class TaskState:
     wkf_key: list[Any] = field(default_factory=list)  # [ts, event_id] of the TaskStarted used
     wkf_user: dict[str, str] = field(default_factory=dict)  # tenant/department/project/user of the Workflow events
     wkf_last_ts: int | None = None
+    # The Flink adapter's (udfs/lifecycle.py) earliest event-time timer that has not fired yet; kept here so one
+    # state read per event serves both. The rules above never read it.
+    armed: int | None = None
 
     def to_bytes(self) -> bytes:
         # vars() rather than dataclasses.asdict, which deep-copies every nested dict and list first: json.dumps

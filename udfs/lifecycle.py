@@ -44,8 +44,10 @@ class LifecycleJoin(KeyedProcessFunction):
         yield from self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg), timers)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
-        result = expire(self._load(), timestamp, ctx.get_current_key(), self.cfg)
-        yield from self._keep(result, ctx.timer_service())
+        state = self._load()
+        if state is not None and state.armed is not None and state.armed <= timestamp:
+            state.armed = None  # timers fire in time order: the armed one has now
+        yield from self._keep(expire(state, timestamp, ctx.get_current_key(), self.cfg), ctx.timer_service())
 
     def _load(self) -> TaskState | None:
         raw = self.state.value()
@@ -54,10 +56,13 @@ class LifecycleJoin(KeyedProcessFunction):
     def _keep(self, result: Result, timers: Any) -> Iterable[Row]:
         state, facts, timer = result
         if state is None:
-            self.state.clear()
+            self.state.clear()  # timers still pending find no state when they fire
         else:
+            # One timer armed at a time: a later deadline waits for it, and expire() re-arms the next one when it
+            # fires. Each open attempt's deadline moves with its every event; registering each one cost a timer
+            # write per event, and as many firings later.
+            if timer is not None and (state.armed is None or timer < state.armed):
+                state.armed = min(timer, JAVA_LONG_MAX)
+                timers.register_event_time_timer(state.armed)
             self.state.update(state.to_bytes().decode())
-        # Earlier timers are not deleted: when they fire, expire() finds nothing due and re-arms the next one.
-        if timer is not None:
-            timers.register_event_time_timer(min(timer, JAVA_LONG_MAX))
         return [to_row(f) for f in facts]

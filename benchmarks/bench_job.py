@@ -35,7 +35,7 @@ import requests  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from telemetry import settings as cfg  # noqa: E402
-from telemetry.demo import simulate, stop_run, submit_job, wait_running  # noqa: E402
+from telemetry.demo import next_window_start, simulate, stop_run, submit_job, wait_running  # noqa: E402
 from telemetry.routing import WINDOW_MS  # noqa: E402
 from telemetry.topics import SOURCE_TOPICS  # noqa: E402
 
@@ -191,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.heartbeat_ms:
             feeder = start_heartbeat(a.heartbeat_ms)
-        # Event time starts on a window boundary once everything runs, and the simulator starts just before it:
-        # records stamped earlier than the heartbeats beside them (a run that started late) would all take the
-        # job's correction path, one row each, and the benchmark would measure that instead.
-        start_ms = -(-(int(time.time() * 1000) + 2000) // WINDOW_MS) * WINDOW_MS
+        # The simulator starts just before it: a run that started late would measure the correction path.
+        start_ms = next_window_start(2000)
         end_ms = start_ms + a.duration * 1000  # planned; the truth's meta.end_ms says where the run really ended
         print(f"[bench] job running; records from {time.strftime('%H:%M:%S', time.gmtime(start_ms / 1000))} UTC",
               flush=True)

@@ -45,6 +45,13 @@ def submit_job(s: cfg.Settings, start_ms: int, log: Path, options: list[str] | N
     return found.group(1)
 
 
+def next_window_start(lead_ms: int) -> int:
+    """The first window boundary at least lead_ms from now: where a run's event time starts once the job runs, so
+    it fills whole windows and no record is stamped before the heartbeats beside it (which would send it down the
+    job's correction path)."""
+    return -(-(int(time.time() * 1000) + lead_ms) // WINDOW_MS) * WINDOW_MS
+
+
 def wait_running(s: cfg.Settings, job_id: str) -> None:
     for _ in range(120):
         job = requests.get(f"{s.flink_rest_url}/jobs/{job_id}", timeout=5).json()
@@ -160,10 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     say("heartbeats running: a record per source partition every "
         f"{s.heartbeat_interval_ms} ms, so quiet partitions never hold windows back")
     try:
-        # Event time starts on the next window boundary, so the run fills whole windows, and only now that the job
-        # runs: records stamped before the heartbeats beside them would all take the job's correction path.
         # Heartbeats keep every partition's watermark moving, so the last windows fire although the traffic stops.
-        start_ms = -(-(int(time.time() * 1000) + 1000) // WINDOW_MS) * WINDOW_MS
+        start_ms = next_window_start(1000)
         duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
         span = {"since": start_ms // 1000, "until": (start_ms + duration_ms) // 1000}
         while time.time() * 1000 < start_ms - 200:

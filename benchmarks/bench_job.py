@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import clickhouse_connect  # noqa: E402
 import requests  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from telemetry import chclient  # noqa: E402
 from telemetry import settings as cfg  # noqa: E402
 from telemetry.demo import next_window_start, simulate, stop_run, submit_job, wait_running  # noqa: E402
 from telemetry.routing import WINDOW_MS  # noqa: E402
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_running(s, job_id)
     group = f"demo-{job_from_ms}"  # submit_job's consumer group
     loader = start_loader(work / "loader.log")
-    ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user, password=s.clickhouse_password)
+    ch = chclient.connect(s)
     seen: dict[int, list[tuple[float, int]]] = {}
     lags: list[int] = []
     feeder = None  # what moves event time on after the run: the heartbeat, or a tail of clean traffic
@@ -278,8 +278,7 @@ def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
                 raise SystemExit(f"the job had not caught up {a.timeout} s after it started")
             time.sleep(2)
         drained_at = time.time()
-        ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user,
-                                           password=s.clickhouse_password)
+        ch = chclient.connect(s)
         end_ms = truth["meta"]["end_ms"] + WINDOW_MS
         while True:
             rows = visible_requests(ch, s.clickhouse_database, start_ms, end_ms)

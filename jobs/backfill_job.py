@@ -14,13 +14,12 @@ import time
 from collections import Counter
 from typing import Any
 
-import clickhouse_connect
 from pyarrow import fs
 from pyflink.common import Configuration
 from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 from pyflink.table.udf import udtf
 
-from telemetry import __version__, backfill, routing, topics
+from telemetry import __version__, backfill, chclient, routing, topics
 from telemetry import settings as cfg
 from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3
 from telemetry.backfill import BackfillError, Range
@@ -174,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     expose_site_packages()
     s = cfg.load()
-    client = clickhouse_connect.get_client(dsn=a.clickhouse_url, username=s.clickhouse_user,
-                                           password=s.clickhouse_password)
+    client = chclient.connect(s, url=a.clickhouse_url)
     try:
         hours = lake_hours(a.lake_uri, chosen, span)  # the first use of the S3 keys, which the Flink job needs too
     except cfg.SettingsError as exc:

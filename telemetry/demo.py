@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import requests
 
+from telemetry import chclient
 from telemetry import settings as cfg
 from telemetry.routing import WINDOW_MS
 from telemetry.stack.flink import cli
@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if main_run.wait() != 0:
             raise SystemExit("the simulator failed")
         want = expected_totals(json.loads(truth_path.read_text()))
-        ch = clickhouse_connect.get_client(dsn=s.clickhouse_url, username=s.clickhouse_user,
-                                           password=s.clickhouse_password)
+        ch = chclient.connect(s)
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             have = loaded_totals(ch, s.clickhouse_database, span)

@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClientError
 
-from telemetry import settings
+from telemetry import chclient, settings
 from telemetry.sqltext import split_statements
 
 MIGRATIONS_DIR = settings.REPO_ROOT / "sql" / "migrations"
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     url = args.url or config.clickhouse_url
     try:
-        client = clickhouse_connect.get_client(dsn=url, username=config.clickhouse_user, password=config.clickhouse_password)
+        client = chclient.connect(config, url=url)
     except ClientError as exc:
         print(f"error: cannot reach ClickHouse at {url}: {exc}", file=sys.stderr)
         return 1

@@ -18,13 +18,12 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import clickhouse_connect
 import yaml
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from telemetry import settings
+from telemetry import chclient, settings
 
 TABLE = "price_catalogue"
 # Units are in the kind's name; the migration's header says what each is matched against.
@@ -406,7 +405,7 @@ def _table(rows: Iterable[tuple[Any, ...]]) -> list[str]:
 
 
 def _connect(url: str, config: settings.Settings) -> Client:
-    return clickhouse_connect.get_client(dsn=url, username=config.clickhouse_user, password=config.clickhouse_password)
+    return chclient.connect(config, url=url)
 
 
 def main(argv: list[str] | None = None) -> int:

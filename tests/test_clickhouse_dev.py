@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import random
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 import sys
@@ -21,6 +23,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.summary import QuerySummary
 
 from telemetry.settings import REPO_ROOT
+from telemetry.clickhouse_dev.users import DENIED_CALLS, write_users
+from tests.conftest import DevClickHouse, with_login
 
 
 def connect(url: str, **kwargs: object) -> Client:
@@ -44,12 +48,21 @@ def client(clickhouse_server: str, database: str) -> Iterator[Client]:
     c.close()
 
 
-def http(url: str, query: str, *, method: str = "POST", **params: str) -> tuple[int, dict[str, str], bytes]:
-    """A bare HTTP exchange, for what clickhouse-connect hides (status, headers, GET)."""
+def http(url: str, query: str, *, method: str = "POST", headers: dict[str, str] | None = None,
+         **params: str) -> tuple[int, dict[str, str], bytes]:
+    """A bare HTTP exchange, for what clickhouse-connect hides (status, headers, GET); a user:password@ in url
+    goes as basic auth."""
+    parts = urlsplit(url)
+    headers = dict(headers or {})
+    if parts.username is not None:
+        login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    url = f"{parts.scheme}://{parts.hostname}:{parts.port}"
     if method == "GET":
-        request = urllib.request.Request(f"{url}/?{urllib.parse.urlencode({'query': query, **params})}")
+        request = urllib.request.Request(f"{url}/?{urllib.parse.urlencode({'query': query, **params})}", headers=headers)
     else:
-        request = urllib.request.Request(f"{url}/?{urllib.parse.urlencode(params)}", data=query.encode(), method="POST")
+        request = urllib.request.Request(f"{url}/?{urllib.parse.urlencode(params)}", data=query.encode(), method="POST",
+                                         headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
@@ -57,8 +70,8 @@ def http(url: str, query: str, *, method: str = "POST", **params: str) -> tuple[
         return err.code, dict(err.headers), err.read()
 
 
-def test_ping_and_opening_handshake(clickhouse_server: str) -> None:
-    with urllib.request.urlopen(f"{clickhouse_server}/ping", timeout=10) as response:
+def test_ping_and_opening_handshake(clickhouse_dev: DevClickHouse, clickhouse_server: str) -> None:
+    with urllib.request.urlopen(f"{clickhouse_dev.url}/ping", timeout=10) as response:  # no login, as ClickHouse
         assert response.read() == b"Ok.\n"
     c = connect(clickhouse_server)
     assert c.ping()
@@ -240,8 +253,10 @@ def test_insert_deduplication_token_setting(client: Client) -> None:
 
 def test_port_taken_fails_clearly(clickhouse_server: str, tmp_path: Path) -> None:
     port = str(urlsplit(clickhouse_server).port)
+    write_users(tmp_path / "users.yaml", {"default": ("pw", False)})
     proc = subprocess.run(
-        [sys.executable, "-m", "telemetry.clickhouse_dev", "--path", str(tmp_path / "data"), "--port", port],
+        [sys.executable, "-m", "telemetry.clickhouse_dev", "--path", str(tmp_path / "data"), "--port", port,
+         "--users", str(tmp_path / "users.yaml")],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -250,3 +265,90 @@ def test_port_taken_fails_clearly(clickhouse_server: str, tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert f"127.0.0.1:{port} is already in use" in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_no_server_without_a_users_file(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "telemetry.clickhouse_dev", "--path", str(tmp_path / "data"), "--port", "0",
+         "--users", str(tmp_path / "missing.yaml")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "missing.yaml: not a users file" in proc.stderr
+
+
+@pytest.mark.parametrize("login", ["no login", "wrong password", "unknown user", "header login", "url login"])
+def test_every_request_needs_a_known_user_and_its_password(clickhouse_dev: DevClickHouse, login: str) -> None:
+    password = urlsplit(clickhouse_dev.writer).password or ""
+    url, headers, params = clickhouse_dev.url, {}, {}
+    if login == "wrong password":
+        url = with_login(clickhouse_dev.url, "default", password + "x")
+    elif login == "unknown user":
+        url = with_login(clickhouse_dev.url, "nobody", password)
+    elif login == "header login":
+        headers = {"X-ClickHouse-User": "default", "X-ClickHouse-Key": password}
+    elif login == "url login":
+        params = {"user": "default", "password": password}
+    status, answer, body = http(url, "SELECT 42", headers=headers, **params)
+    if login in ("header login", "url login"):
+        assert (status, body) == (200, b"42\n")
+    else:
+        assert (status, answer["X-ClickHouse-Exception-Code"]) == (403, "516")
+        assert b"Authentication failed" in body
+    with pytest.raises(DatabaseError):
+        clickhouse_connect.get_client(dsn=with_login(clickhouse_dev.url, "default", "not the password"))
+
+
+def test_the_reader_reads_and_changes_nothing(clickhouse_dev: DevClickHouse, database: str) -> None:
+    connect(clickhouse_dev.writer).command(f"CREATE TABLE {database}.r (x UInt8) ENGINE = MergeTree ORDER BY x")
+    reader = connect(clickhouse_dev.reader, database=database)
+    assert reader.command("SELECT count() FROM r") == 0
+    for sql in ("INSERT INTO r VALUES (1)", "CREATE TABLE r2 (x UInt8) ENGINE = Memory", "DROP TABLE r",
+                "ALTER TABLE r DELETE WHERE 1", "TRUNCATE TABLE r", "OPTIMIZE TABLE r FINAL"):
+        with pytest.raises(DatabaseError) as caught:
+            reader.command(sql)
+        assert caught.value.code == 164, sql
+    with pytest.raises(DatabaseError) as caught:
+        reader.insert("r", [[1]])
+    assert caught.value.code == 164
+    assert connect(clickhouse_dev.writer, database=database).command("SELECT count() FROM r") == 0
+
+
+def outside_reaching_statements(seed: int, n: int) -> list[str]:
+    """Calls of every refused function or engine, spelled the ways ClickHouse accepts (any case, quoted), in the
+    places they can stand: table functions, scalar calls, INSERT INTO FUNCTION, ENGINE clauses."""
+    rng = random.Random(seed)
+    shapes = ("SELECT * FROM {f}('/etc/passwd', 'LineAsString')", "SELECT {f}('/etc/passwd')",
+              "SELECT count() FROM (SELECT 1) WHERE 1 = length({f}('x'))",
+              "INSERT INTO FUNCTION {f}('/tmp/pwned.tsv', 'TSV', 'x String') VALUES ('x')",
+              "CREATE TABLE t_{n} (x String) ENGINE = {f}('TSV')", "CREATE TABLE t_{n} (x String) ENGINE {f}",
+              "CREATE TABLE t_{n} (x String) ENGINE = {f} SETTINGS kafka_broker_list = 'x'",
+              "CREATE DATABASE d_{n} ENGINE = {f}('127.0.0.1:3306', 'db', 'u', 'p')",
+              "WITH (SELECT 1) AS a SELECT * FROM {f}(\n'http://127.0.0.1:1/')")
+    names = sorted(DENIED_CALLS)
+    out = []
+    for i in range(n):
+        name = rng.choice(names)
+        spelled = rng.choice((name, name.upper(), name.capitalize(), f"`{name}`", f'"{name}"', f"/* c */ {name}"))
+        out.append(rng.choice(shapes).format(f=spelled, n=i))
+    return out
+
+
+def test_nothing_reaches_files_servers_or_programs(clickhouse_server: str, database: str, tmp_path: Path) -> None:
+    client = connect(clickhouse_server, database=database)
+    statements = outside_reaching_statements(seed=13, n=300) + [
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')", "SELECT file('/etc/passwd')",
+        f"INSERT INTO FUNCTION file('{tmp_path}/x.tsv', 'TSV', 'x String') VALUES ('x')",
+        "SELECT * FROM url('http://127.0.0.1:9090/api/v1/status/config', 'LineAsString')",
+        "SELECT 1 INTO OUTFILE '/tmp/out.tsv'", "SYSTEM RELOAD CONFIG", "SYSTEM SHUTDOWN",
+        "BACKUP TABLE system.one TO File('/tmp/b')", "ATTACH TABLE a FROM '/tmp/a' (x UInt8) ENGINE = Memory",
+        "CREATE DICTIONARY dd (k UInt64, v String) PRIMARY KEY k SOURCE(FILE(path '/etc/passwd' format 'TSV')) "
+        "LAYOUT(FLAT()) LIFETIME(0)",
+    ]
+    for sql in statements:
+        with pytest.raises(DatabaseError) as caught:
+            client.command(sql)
+        assert caught.value.code == 497, sql
+    assert not list(tmp_path.iterdir())
+    assert client.command("SELECT count() FROM system.tables WHERE database = currentDatabase()") == 0
+    assert client.command("SELECT 1") == 1  # the session is fine

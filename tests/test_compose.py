@@ -191,6 +191,40 @@ def test_credentials_come_only_from_the_env_file(raw: Json, rendered: Json, env_
     assert ".env" in (REPO_ROOT / ".gitignore").read_text().split()
 
 
+def test_the_stack_refuses_to_start_while_a_credential_is_the_placeholder(rendered: Json, raw: Json, workdir: Path):
+    """compose only checks that each variable is set; check-secrets stops everything that takes a credential while
+    one still holds compose.env.example's change-me. Its script runs here with a POSIX shell, as in busybox."""
+    checker = rendered["services"]["check-secrets"]
+    [script] = checker["command"]
+    script = script.replace("$$", "$")  # `config` prints the file's $$ escapes; the container gets single $
+    secrets_given = checker["environment"]
+    assert set(secrets_given) == {name for name in required_variables(COMPOSE_FILE.read_text())
+                                  if SECRET_NAME.search(name) or name == "ALERT_WEBHOOK_URL"}
+
+    def check(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script], env={**environ, "PATH": os.environ["PATH"]}, capture_output=True,
+                              text=True, timeout=30)
+
+    assert check(secrets_given).returncode == 0
+    for name in secrets_given:
+        refused = check({**secrets_given, name: "change-me"})
+        assert refused.returncode == 1 and name in refused.stderr, (name, refused.stderr)
+    example = cfg.read_env_file(ENV_EXAMPLE)
+    assert check({name: example[name] for name in secrets_given}).returncode == 1
+    # whatever takes a credential waits for the check, itself or through what it waits for
+    services = raw["services"]
+
+    def waits_for_check(name: str) -> bool:
+        depends = services[name].get("depends_on") or {}
+        return "check-secrets" in depends or any(waits_for_check(d) for d in depends)
+
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        takes_secret = any(SECRET_NAME.search(k) for k in environment) or "FLINK_PROPERTIES" in environment
+        if name != "check-secrets" and takes_secret:
+            assert waits_for_check(name), f"{name} starts without the secrets check"
+
+
 # --- the job's containers ----------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from telemetry import sketch
 from telemetry.loader.metrics import LoaderMetrics
 from telemetry.settings import REPO_ROOT
 from telemetry.stack.prometheus import SCRAPE_INTERVAL
+from tests.conftest import DevClickHouse
 from tests.fixtures_job import SEED, SIM_START, simulated_nodes
 from tests.fixtures_prometheus import HISTORY, PrometheusHistory, serve_history
 
@@ -171,10 +172,12 @@ def test_provisioning_defines_clickhouse_and_prometheus_from_the_environment():
     assert set(sources) == {"clickhouse", "prometheus"}
     clickhouse, prometheus = sources["clickhouse"], sources["prometheus"]
     assert clickhouse["type"] == CLICKHOUSE_TYPE and clickhouse["jsonData"]["protocol"] == "http"
-    for key in ("host", "port", "defaultDatabase", "username"):
+    for key in ("host", "port", "defaultDatabase"):
         assert re.fullmatch(r"\$\{CLICKHOUSE_[A-Z]+\}", str(clickhouse["jsonData"][key])), key
-    # the password only ever as a reference to Grafana's environment, and only where Grafana encrypts it
-    assert clickhouse["secureJsonData"] == {"password": "${CLICKHOUSE_PASSWORD}"}
+    # the read-only user (panels run whatever SQL they hold); its password only ever as a reference to Grafana's
+    # environment, and only where Grafana encrypts it
+    assert clickhouse["jsonData"]["username"] == "${CLICKHOUSE_READER_USER}"
+    assert clickhouse["secureJsonData"] == {"password": "${CLICKHOUSE_READER_PASSWORD}"}
     assert "password" not in json.dumps(clickhouse["jsonData"]).lower()
     assert prometheus["type"] == "prometheus" and prometheus["url"] == "${PROMETHEUS_URL}"
     (provider,) = PROVIDERS["providers"]
@@ -403,14 +406,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusH
 
 
 @pytest.fixture(scope="module")
-def clickhouse(clickhouse_loaded: tuple[Any, str], clickhouse_server: str) -> Iterator[Any]:
+def clickhouse(clickhouse_loaded: tuple[Any, str], clickhouse_dev: DevClickHouse) -> Iterator[Any]:
     """A client on the session's job-output database (every migration, the cost model too), with the example
-    price catalogue loaded, as the datasource's defaultDatabase would be."""
+    price catalogue loaded, as the datasource's defaultDatabase would be; logged in as the read-only user, as
+    Grafana's data source is."""
     _, database = clickhouse_loaded
-    loaded = subprocess.run([sys.executable, "-m", "telemetry.prices", "--url", clickhouse_server, "--database",
+    loaded = subprocess.run([sys.executable, "-m", "telemetry.prices", "--url", clickhouse_dev.writer, "--database",
                              database, "load", str(PRICES)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
-    client = clickhouse_connect.get_client(dsn=clickhouse_server, database=database)
+    client = clickhouse_connect.get_client(dsn=clickhouse_dev.reader, database=database)
     yield client
     client.close()
 

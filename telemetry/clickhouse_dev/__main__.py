@@ -17,19 +17,28 @@ from types import FrameType
 from telemetry import settings
 from telemetry.clickhouse_dev.engine import Engine
 from telemetry.clickhouse_dev.server import bind, log
+from telemetry.clickhouse_dev.users import load_users
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m telemetry.clickhouse_dev",
         description="Local stand-in for ClickHouse: one chdb session (the ClickHouse engine in-process) behind the "
-        "part of ClickHouse's HTTP interface that clickhouse-connect uses. No authentication: keep it on loopback.",
+        "part of ClickHouse's HTTP interface that clickhouse-connect uses. Every request authenticates as a user of "
+        "--users (basic auth, X-ClickHouse-User/-Key or user=/password=); read-only users may only read; table "
+        "functions and engines that reach files, URLs, other servers or programs are refused for everyone.",
     )
     parser.add_argument(
         "--path",
         type=Path,
         help="data directory of the chdb session, opened by one process at a time "
         "(default: $TELEMETRY_STATE_DIR/clickhouse/data)",
+    )
+    parser.add_argument(
+        "--users",
+        type=Path,
+        help="users file, YAML: users: {NAME: {password_sha256_hex: HEX, readonly: BOOL}} (default: "
+        "$TELEMETRY_STATE_DIR/clickhouse/users.yaml, which `python -m telemetry.stack up clickhouse` writes)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8123, help="HTTP port; 0 picks a free one (default: %(default)s)")
@@ -43,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        path: Path = args.path or settings.load().state_dir / "clickhouse" / "data"
-    except settings.SettingsError as exc:
+        state_dir = settings.load().state_dir
+        path: Path = args.path or state_dir / "clickhouse" / "data"
+        users = load_users(args.users or state_dir / "clickhouse" / "users.yaml")
+    except (settings.SettingsError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -55,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    server.users = users
     path.mkdir(parents=True, exist_ok=True)
     try:
         server.engine = Engine(path.resolve())
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.server_address[:2]
     print(
         f"clickhouse dev server: ClickHouse {server.engine.version} (chdb {version('chdb')}) listening on "
-        f"http://{host}:{port}, data in {path.resolve()}",
+        f"http://{host}:{port}, data in {path.resolve()}, users {', '.join(sorted(users))}",
         flush=True,
     )
     try:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from telemetry.clickhouse_dev import protocol
 from telemetry.clickhouse_dev.engine import Engine
+from telemetry.clickhouse_dev.users import AccessError, User, authenticate, check_statement, credentials
 
 log = logging.getLogger("telemetry.clickhouse_dev")
 
@@ -20,6 +21,7 @@ log = logging.getLogger("telemetry.clickhouse_dev")
 class DevServer(ThreadingHTTPServer):
     daemon_threads = True
     engine: Engine  # set once the port is bound, so a taken port fails before the data directory is opened
+    users: dict[str, User]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -64,9 +66,17 @@ class Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         query_id = ""
         try:
+            try:
+                user = authenticate(self.server.users, *credentials(headers, query_string))
+            except AccessError as exc:
+                raise protocol.ClickHouseError(exc.code, exc.message) from None
             request = protocol.parse_request(method, query_string, headers, body)
             query_id = request.query_id
             statement = protocol.parse_statement(request)
+            try:
+                check_statement(user, statement.keyword, statement.sql.decode("utf-8", errors="replace"))
+            except AccessError as exc:
+                raise protocol.ClickHouseError(exc.code, exc.message) from None
             outcome = engine.execute(request, statement)
         except protocol.ClickHouseError as exc:
             self._error(method, started, query_id, exc)

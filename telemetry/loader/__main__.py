@@ -90,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except settings.SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    user, password = config.clickhouse_login()
     cfg = LoaderConfig(
         bootstrap_servers=config.kafka_direct_url,
         clickhouse_url=config.clickhouse_url,
-        clickhouse_user=config.clickhouse_user,
-        clickhouse_password=config.clickhouse_password,
+        clickhouse_user=user,
+        clickhouse_password=password,
         database=args.database,
         group_id=args.group_id,
         instance_id=args.instance_id,

@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import pytest
@@ -27,7 +28,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from telemetry.loader.insert import insert_rows
+from telemetry.migrate import migrate
 from telemetry.settings import REPO_ROOT
+from tests.conftest import dev_clickhouse
 from tests.databases import migrated_database
 from tests.polling import eventually
 
@@ -307,6 +310,69 @@ def test_metrics_text_counts_rows_batches_latency_and_lag(kafka_url: str, loader
     assert 'telemetry_loader_insert_seconds_bucket{table="audit_log",le="+Inf"} 1' in text
     assert "# TYPE telemetry_loader_insert_errors_total counter" in text
     assert "telemetry_loader_partitions_stopped" in text
+
+
+@pytest.mark.stack
+def test_clickhouse_going_away_makes_the_loader_wait_then_resume_exactly(
+    kafka_url: str, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A ClickHouse of its own, stopped and started again under the loader: the loader waits with back-off
+    (it used to exit on the progress write, outside the insert's retries), shows it on /metrics, and loads
+    every row exactly once when ClickHouse is back."""
+    topic = new_topic(kafka_url, 2)
+    (tmp_path / "ch").mkdir()
+    with dev_clickhouse(tmp_path / "ch") as server:
+        database = f"l_{uuid.uuid4().hex[:12]}"
+        migrate(clickhouse_connect.get_client(dsn=server.writer), database, retention_months=12, say=lambda _: None)
+        env = {**stack_env, "CLICKHOUSE_URL": server.writer, "CLICKHOUSE_DATABASE": database,
+               "LOADER_GROUP_ID": f"loader-test-{uuid.uuid4().hex[:8]}", "LOADER_METRICS_PORT": "0"}
+        produce(kafka_url, [([(topic, i % 2, usage_row(i)) for i in range(3000)], True)])
+        log = tmp_path / "loader.log"
+        proc = start(env, log, "--topics", f"{topic}=usage_10s", "--batch-rows", "500", "--progress-interval", "0.2")
+
+        def loaded() -> int:
+            ch = clickhouse_connect.get_client(dsn=server.writer)
+            try:
+                return int(ch.command(f"SELECT sum(requests) FROM {database}.usage_10s") or 0)
+            finally:
+                ch.close()
+
+        try:
+            port = eventually(lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text()),
+                              "the metrics port").group(1)
+            eventually(lambda: loaded() == 3000, "the first 3000 rows loaded")
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                return response.read().decode()
+
+        produce(kafka_url, [([(topic, i % 2, usage_row(i)) for i in range(3000, 6000)], True)])
+        def failed_calls() -> int:
+            return sum(int(n) for n in re.findall(r'telemetry_loader_clickhouse_errors_total\{operation="[^"]+"\} (\d+)',
+                                                   scrape()))
+
+        eventually(lambda: failed_calls() >= 3, "the loader retrying the unreachable ClickHouse", timeout=180)
+        assert "telemetry_loader_clickhouse_unavailable 1" in scrape()
+        assert proc.poll() is None, log.read_text()
+        with dev_clickhouse(tmp_path / "ch", port=int(urlsplit(server.url).port or 0)):
+            eventually(lambda: loaded() == 6000, "every row loaded once ClickHouse is back", timeout=180)
+            eventually(lambda: "telemetry_loader_clickhouse_unavailable 0" in scrape(), "the wait over on /metrics")
+            ch = clickhouse_connect.get_client(dsn=server.writer)
+            numbers = range(6000)
+            expected = (6000, 6000, 1, sum(numbers), pytest.approx(sum(i / 8 for i in numbers)))
+            for table in ("usage_10s", "usage_1m", "usage_1h"):  # a doubled row shows as a key with 2 requests
+                assert usage_totals(ch, database, table) == expected, table
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text()
+        assert "cannot reach ClickHouse: Connection refused" in log.read_text()
+        assert "succeeded after" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_insert_rows_takes_out_exactly_the_rows_clickhouse_refuses(ch: Client, database: str) -> None:

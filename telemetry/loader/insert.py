@@ -23,6 +23,7 @@ INSERT_SETTINGS: dict[str, object] = {
 }
 _AT_ROW = re.compile(r"\(at row (\d+)\)")
 _MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))*(?: \(for url [^)]*\))?\s*$", re.S)
+_UNREACHABLE = re.compile(r"\[Errno \d+\] ([^'\")]+)")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,11 @@ class RowsRejected(Exception):
 
 def clickhouse_message(exc: BaseException) -> str:
     """The text of a ClickHouse exception without the client's and server's wrapping."""
-    match = _MESSAGE.search(str(exc))
-    return " ".join((match.group(1) if match else str(exc)).split())  # one line: it goes into logs and the DLQ
+    text = str(exc)
+    match = _MESSAGE.search(text)
+    if match is None and (unreachable := _UNREACHABLE.search(text)):
+        return f"cannot reach ClickHouse: {unreachable.group(1).strip()}"
+    return " ".join((match.group(1) if match else text).split())  # one line: it goes into logs and the DLQ
 
 
 def insert_rows(client: Client, table: str, rows: list[bytes | None], token: str, max_rejected: int) -> list[RejectedRow]:

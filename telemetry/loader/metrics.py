@@ -83,12 +83,17 @@ class LoaderMetrics:
                           "Records not loaded yet: unread (transaction markers included) plus buffered", ("topic", "partition"))
         self.buffered = Metric("telemetry_loader_rows_buffered", "gauge", "Records consumed and not inserted yet")
         self.stopped = Metric("telemetry_loader_partitions_stopped", "gauge", "Partitions stopped by a rejected row")
+        self.clickhouse_errors = Metric("telemetry_loader_clickhouse_errors_total", "counter",
+                                        "Failed ClickHouse calls (each retried with back-off)", ("operation",))
+        self.clickhouse_unavailable = Metric("telemetry_loader_clickhouse_unavailable", "gauge",
+                                             "1 while the loader waits for ClickHouse to answer again")
+        self.clickhouse_unavailable.set(value=0)
         self._last_rows: dict[Labels, float] = {}
 
     def render(self) -> str:
         with self.lock:
             families = (self.rows, self.batches, self.replayed, self.rejected, self.errors, self.latency, self.lag, self.buffered,
-                        self.stopped)
+                        self.stopped, self.clickhouse_errors, self.clickhouse_unavailable)
             return "\n".join(line for family in families for line in family.render()) + "\n"
 
     def progress_line(self, seconds: float) -> str:

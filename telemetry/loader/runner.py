@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Callable
+from typing import Callable, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -28,6 +28,8 @@ from telemetry.loader.progress import Mark, ProgressStore
 # routing all of it to the DLQ row by row would cost an insert per row and bury the cause, so it stops instead.
 MAX_REJECTED_PER_BATCH = 100
 ONCE_INSERT_ATTEMPTS = 5  # --once gives up on an unreachable ClickHouse after this many tries; a service keeps trying
+MAX_RETRY_DELAY_S = 10.0
+T = TypeVar("T")
 CONSUME_BATCH = 10_000
 
 
@@ -82,7 +84,7 @@ class Loader:
 
     def run(self) -> int:
         cfg = self.cfg
-        if not self.client.command(f"EXISTS TABLE {cfg.database}.loader_progress"):
+        if not self._clickhouse("startup check", lambda: self.client.command(f"EXISTS TABLE {cfg.database}.loader_progress")):
             raise LoaderError(f"{cfg.database}.loader_progress does not exist: run `python -m telemetry.migrate` first")
         _, port = serve(self.metrics, cfg.metrics_port, cfg.metrics_host)
         self.say(f"loader: metrics on http://{cfg.metrics_host}:{port}/metrics")
@@ -99,6 +101,9 @@ class Loader:
                 "enable.partition.eof": True,  # how --once knows it caught up
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 "fetch.wait.max.ms": 100,
+                # While ClickHouse is away the loader waits inside an insert and polls nothing; its position is in
+                # ClickHouse, so the group may keep its partitions through the wait instead of rebalancing.
+                "max.poll.interval.ms": 86_400_000,
                 "error_cb": self._kafka_error,
             }
         )
@@ -126,6 +131,11 @@ class Loader:
                 err = msg.error()
                 buf = self.buffers.get((msg.topic(), msg.partition()))  # type: ignore[arg-type]
                 if err is not None:
+                    if err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                        # A very long wait for ClickHouse: the group has moved the partitions on, and the next
+                        # assignment resumes from loader_progress, so nothing is lost or loaded twice.
+                        self.say(f"loader: kafka: {err}; rejoining the group")
+                        continue
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(err)
                     if buf is not None:
@@ -161,8 +171,7 @@ class Loader:
         for buf in list(self.buffers.values()):
             if buf.msgs and buf.replay is None and not buf.stopped:
                 self._flush(buf)
-        self.progress.write(self.pending)
-        self.pending = []
+        self._write_marks([])
         self._update_lag()
         if self.consumer is not None:
             self.consumer.close()
@@ -181,7 +190,8 @@ class Loader:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start each partition where ClickHouse says: after its last loaded batch, or at an interrupted one."""
-        marks = self.progress.positions(tp.topic for tp in partitions)
+        topics = sorted({tp.topic for tp in partitions})
+        marks = self._clickhouse("progress read", lambda: self.progress.positions(topics))
         counts = {"resume": 0, "replay": 0, "start": 0}
         for tp in partitions:
             mark = marks.get((tp.topic, tp.partition))
@@ -207,8 +217,7 @@ class Loader:
             buf = self.buffers.get((tp.topic, tp.partition))
             if buf is not None and buf.msgs and buf.replay is None and not buf.stopped:
                 self._flush(buf)
-        self.progress.write(self.pending)
-        self.pending = []
+        self._write_marks([])
         self._on_lost(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -233,8 +242,7 @@ class Loader:
         mark = Mark(buf.topic, buf.partition, msgs[0].offset(), msgs[-1].offset(), len(msgs), 0, "intent")
         replayed = buf.replay is not None
         # The intent goes in before the rows; a replayed batch's intent is already there.
-        self.progress.write(self.pending + ([] if replayed else [mark]))
-        self.pending = []
+        self._write_marks([] if replayed else [mark])
         dlq_table = buf.topic == self.cfg.dlq_topic  # its rejects have nowhere to go but an operator
         max_rejected = 0 if self.cfg.on_reject == "stop" or dlq_table else MAX_REJECTED_PER_BATCH
         rows = [m.value() for m in msgs]
@@ -267,10 +275,10 @@ class Loader:
         self.consumer.commit(offsets=[TopicPartition(buf.topic, buf.partition, mark.last_offset + 1)], asynchronous=True)
 
     def _insert(self, table: str, rows: list[bytes | None], token: str, max_rejected: int) -> list[RejectedRow]:
-        """insert_rows, retried with backoff while ClickHouse fails for reasons that are no row's fault."""
+        """insert_rows, retried with back-off while ClickHouse fails for reasons that are no row's fault."""
         target = f"{self.cfg.database}.{table}"
-        attempt = 0
-        while True:
+
+        def attempt() -> list[RejectedRow]:
             began = time.monotonic()
             try:
                 rejected = insert_rows(self.client, target, rows, token, max_rejected)
@@ -279,22 +287,50 @@ class Loader:
                     self.metrics.errors.inc(table, amount=len(exc.rejected))
                     self.metrics.rejected.inc(table, amount=len(exc.rejected))
                 raise
-            except ClickHouseError as exc:
-                attempt += 1
+            except ClickHouseError:
                 with self.metrics.lock:
                     self.metrics.errors.inc(table)
-                if self.stop_requested or (self.cfg.once and attempt >= ONCE_INSERT_ATTEMPTS):
-                    raise LoaderError(f"insert into {target} failed {attempt} times, last: {clickhouse_message(exc)}") from exc
-                delay = min(10.0, 0.25 * 2**attempt)
-                self.say(f"loader: insert into {target} failed ({clickhouse_message(exc)}); retry {attempt} in {delay:.1f} s")
-                self._sleep(delay)
-                continue
+                raise
             with self.metrics.lock:
                 self.metrics.latency.observe(table, value=time.monotonic() - began)
                 if rejected:
                     self.metrics.errors.inc(table, amount=len(rejected))
                     self.metrics.rejected.inc(table, amount=len(rejected))
             return rejected
+
+        return self._clickhouse("insert", attempt, f"insert into {target}")
+
+    def _clickhouse(self, operation: str, call: Callable[[], T], what: str = "") -> T:
+        """Run one ClickHouse call, retried with back-off while ClickHouse is away (down, restarting, out of
+        reach): the loader waits, shows it on /metrics, and goes on where it stood. --once gives up after
+        ONCE_INSERT_ATTEMPTS tries, and a stop request ends the wait."""
+        attempt = 0
+        while True:
+            try:
+                result = call()
+            except ClickHouseError as exc:
+                attempt += 1
+                with self.metrics.lock:
+                    self.metrics.clickhouse_errors.inc(operation)
+                    self.metrics.clickhouse_unavailable.set(value=1)
+                what = what or operation
+                if self.stop_requested or (self.cfg.once and attempt >= ONCE_INSERT_ATTEMPTS):
+                    raise LoaderError(f"{what} failed {attempt} times, last: {clickhouse_message(exc)}") from exc
+                delay = min(MAX_RETRY_DELAY_S, 0.25 * 2**attempt)
+                self.say(f"loader: {what} failed ({clickhouse_message(exc)}); retry {attempt} in {delay:.1f} s")
+                self._sleep(delay)
+                continue
+            if attempt:
+                self.say(f"loader: {what or operation} succeeded after {attempt} failed tries; going on")
+                with self.metrics.lock:
+                    self.metrics.clickhouse_unavailable.set(value=0)
+            return result
+
+    def _write_marks(self, marks: list[Mark]) -> None:
+        """Store the pending 'loaded' marks and `marks` in loader_progress (waiting for ClickHouse if need be)."""
+        batch = self.pending + marks
+        self._clickhouse("progress write", lambda: self.progress.write(batch))
+        self.pending = []
 
     def _send_to_dlq(self, buf: PartitionBuffer, msgs: list[Message], rejected: list[RejectedRow], mark: Mark) -> None:
         """Produce the refused rows to the DLQ and wait for the broker's ack, before the batch counts as loaded."""

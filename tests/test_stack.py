@@ -23,7 +23,7 @@ from pyarrow import fs
 from telemetry.settings import Settings
 from telemetry.stack.control import NAMES, select, status
 from telemetry.stack.flink import cli, reporter_ports
-from telemetry.stack.process import pid_alive, port_free
+from telemetry.stack.process import Launch, Port, Service, pid_alive, port_free, session_members, stop
 from telemetry.topics import CATALOGUE
 from tests.polling import eventually
 
@@ -162,10 +162,56 @@ def test_up_restarts_a_partly_running_service(stack: Settings, stack_env: dict[s
     eventually(lambda: not pid_alive(taskmanager), "the killed TaskManager is gone", timeout=30)
     result = stack_cli(stack_env, "up")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "flink       partly running" in result.stdout
+    assert "flink       partly running" in result.stdout and "restarting taskmanager" in result.stdout
     after = all_pids(stack)
     assert after["flink"]["taskmanager"] not in (None, taskmanager)
+    # only what died: a new JobManager would have taken the running jobs with it
+    assert after["flink"]["jobmanager"] == before["flink"]["jobmanager"]
     assert {k: v for k, v in after.items() if k != "flink"} == {k: v for k, v in before.items() if k != "flink"}
+    eventually(lambda: requests.get(f"{stack.flink_rest_url}/overview", timeout=5).json()["taskmanagers"] == 1,
+               "the new TaskManager registered with the JobManager")
+
+
+class Spawner(Service):
+    """A service of two processes, each leaving a child in its session, as a TaskManager leaves Python workers."""
+
+    name = "spawner"
+    processes = ("first", "second")
+    stop_grace = 5.0
+
+    def url(self) -> str:
+        return ""
+
+    def ports(self) -> list[Port]:
+        return []
+
+    def launches(self) -> list[Launch]:
+        # the directory in the command line (argv[0], through exec -a) marks the process as this service's
+        return [Launch(name, ["bash", "-c", f"sleep 300 & exec -a '{name} {self.dir}/' sleep 300"])
+                for name in self.processes]
+
+    def healthy(self) -> bool:
+        return all(pid is not None for pid in self.pids().values())
+
+
+def test_what_a_dead_process_left_behind_is_stopped_with_it(tmp_path: Path) -> None:
+    """A killed TaskManager left its Python workers running, out of reach of `down`; up must not leave them either."""
+    service = Spawner(Settings(state_dir=tmp_path))
+    for launch in service.launches():
+        service.spawn(launch)
+    eventually(lambda: len(session_members(service.recorded_pid("first") or 0)) == 2, "the first process and its child")
+    first = service.recorded_pid("first")
+    assert first is not None
+    child = next(pid for pid in session_members(first) if pid != first)
+    os.kill(first, signal.SIGKILL)
+    eventually(lambda: not pid_alive(first), "the killed process is gone", timeout=30)
+    assert pid_alive(child) and service.leftovers() == {"first": [child]}
+    stopped = stop([service], ("first",))  # what `up` does before it starts the dead process again
+    assert stopped["spawner"] == [child] and not pid_alive(child)
+    second = service.pids()["second"]
+    assert second is not None and pid_alive(second)  # the living process is left alone
+    stop([service])
+    assert not pid_alive(second) and not session_members(second)
 
 
 @pytest.mark.parametrize(

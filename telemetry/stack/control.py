@@ -89,8 +89,17 @@ def up(settings: Settings, names: list[str] | None = None, echo: Print = print) 
                     to_wait.append((service, time.monotonic(), False))  # an earlier `up` may still be starting it
                 continue
             if any(pid is not None for pid in pids.values()):
-                echo(f"{service.name:<11} partly running ({format_pids(pids)}): restarting it whole")
-                stop([service])
+                # Only what died: a restarted JobManager would take the running jobs with it.
+                dead = tuple(name for name, pid in pids.items() if pid is None)
+                echo(f"{service.name:<11} partly running ({format_pids(pids)}): restarting {', '.join(dead)}")
+                stop([service], dead)  # what is left of the dead ones' sessions, e.g. their Python workers
+                started = time.monotonic()
+                for launch in service.launches():
+                    if launch.name in dead:
+                        service.spawn(launch)
+                to_wait.append((service, started, True))
+                continue
+            stop([service])  # what is left of the sessions of a service that died whole
             check_ports(service)
             started = time.monotonic()
             service.prepare()

@@ -154,15 +154,32 @@ class Service(ABC):
     def pid_file(self, process: str) -> Path:
         return self.dir / f"{process}.pid"
 
+    def recorded_pid(self, process: str) -> int | None:
+        """The pid its pid file names, alive or not."""
+        path = self.pid_file(process)
+        text = path.read_text().strip() if path.exists() else ""
+        return int(text) if text.isdigit() else None
+
     def pids(self) -> dict[str, int | None]:
         """Each process's pid, or None when it is not running (stale pid files are ignored)."""
         marker = f"{self.dir}{os.sep}"
         out: dict[str, int | None] = {}
         for process in self.processes:
-            path = self.pid_file(process)
-            text = path.read_text().strip() if path.exists() else ""
-            pid = int(text) if text.isdigit() else None
+            pid = self.recorded_pid(process)
             out[process] = pid if pid is not None and pid_alive(pid) and marker in cmdline(pid) else None
+        return out
+
+    def leftovers(self) -> dict[str, list[int]]:
+        """Per process that is not running: what is left of its session (e.g. the Python workers a killed
+        TaskManager started), which no signal to its dead leader reaches any more."""
+        running = self.pids()
+        out: dict[str, list[int]] = {}
+        for process in self.processes:
+            recorded = self.recorded_pid(process)
+            if running[process] is None and recorded is not None:
+                members = session_members(recorded)
+                if members:
+                    out[process] = members
         return out
 
     def spawn(self, launch: Launch) -> int:
@@ -200,25 +217,43 @@ class Service(ABC):
     def taken_ports(self) -> list[Port]:
         return [port for port in self.ports() if not port_free(port.number)]
 
-    def signal_all(self, sig: signal.Signals) -> list[int]:
-        """Send sig to each running process's group (its children, e.g. Python workers, go too)."""
+    def signal_all(self, sig: signal.Signals, processes: tuple[str, ...] | None = None) -> list[int]:
+        """Send sig to each running process's group (its children, e.g. Python workers, go too), and to what is
+        left of the session of each one that died. processes: only these (default: all)."""
         sent = []
-        for pid in self.pids().values():
-            if pid is None:
-                continue
-            if send(pid, sig):
+        for process, pid in self.pids().items():
+            if pid is not None and (processes is None or process in processes) and send(pid, sig):
                 sent.append(pid)
+        for process, members in self.leftovers().items():
+            if processes is None or process in processes:
+                sent += [pid for pid in members if send(pid, sig, group=False)]
         return sent
 
-    def clear_pid_files(self) -> None:
-        for process in self.processes:
+    def clear_pid_files(self, processes: tuple[str, ...] | None = None) -> None:
+        for process in processes or self.processes:
             self.pid_file(process).unlink(missing_ok=True)
 
 
-def send(pid: int, sig: signal.Signals) -> bool:
+def session_members(sid: int) -> list[int]:
+    """Live processes of session sid. A spawned service process leads a session of its own (start_new_session),
+    and Linux hands out no pid that still names a live session, so these are its descendants, even after it died."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def send(pid: int, sig: signal.Signals, group: bool = True) -> bool:
     """Signal the process group a spawned process leads (start_new_session), else the process; False if gone."""
     try:
-        if os.getpgid(pid) == pid:
+        if group and os.getpgid(pid) == pid:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)
@@ -227,12 +262,13 @@ def send(pid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def stop(services: list[Service]) -> dict[str, list[int]]:
-    """SIGTERM every process of the given services, SIGKILL what is left after the grace period.
+def stop(services: list[Service], processes: tuple[str, ...] | None = None) -> dict[str, list[int]]:
+    """SIGTERM every process of the given services (only `processes` when given), with what is left of the
+    sessions of those that died; SIGKILL what is left after the grace period.
 
     Returns the pids stopped per service name; services that were not running map to [].
     """
-    stopped = {service.name: service.signal_all(signal.SIGTERM) for service in services}
+    stopped = {service.name: service.signal_all(signal.SIGTERM, processes) for service in services}
     deadline = time.monotonic() + max((s.stop_grace for s in services), default=0.0)
     pending = [pid for pids in stopped.values() for pid in pids]
     while pending and time.monotonic() < deadline:
@@ -244,5 +280,5 @@ def stop(services: list[Service]) -> dict[str, list[int]]:
         while pid_alive(pid):
             time.sleep(POLL_SECONDS)
     for service in services:
-        service.clear_pid_files()
+        service.clear_pid_files(processes)
     return stopped

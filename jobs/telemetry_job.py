@@ -26,7 +26,7 @@ from telemetry.enrichment.queries import load_config
 from telemetry.facts import task_fact_row, task_usage_delta
 from telemetry.lifecycle import LifecycleConfig
 from udfs.enrichment import PrometheusEnrichment, add_enrichment
-from udfs.lifecycle import FACT_ROW_TYPE, LifecycleJoin, to_fact
+from udfs.lifecycle import FACT_ROW_TYPE, JOIN_DLQ_TAG, LifecycleJoin, to_fact
 from udfs.python_env import expose_site_packages
 from udfs.route import DLQ_TAG, TASK_TAG, WIDE_ROW_TYPE, Route
 
@@ -58,6 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "the consumer has not reached yet while it catches up on a backlog counts as idle, so its "
                         "events arrive late; too long and, without heartbeats, a topic that falls quiet delays "
                         "windows by up to this much")
+    p.add_argument("--max-clock-skew-ms", type=int, default=300_000,
+                   help="a record whose ts or Kafka timestamp lies further ahead of the job's clock than this goes to "
+                        "the DLQ (reason future_timestamp) instead of waiting unseen for its time (default 5 min)")
     p.add_argument("--allowed-lateness-ms", type=int, default=600_000,
                    help="after a window closes by watermark, how long late events still correct it (default 10 min)")
     p.add_argument("--slice-ms", type=int, default=1000,
@@ -87,30 +90,52 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-restart", action="store_true", help="fail at the first error instead of restarting (tests)")
     p.add_argument("--parallelism", type=int, default=0,
                    help="job parallelism; default: the cluster's parallelism.default (1 for a local run)")
+    p.add_argument("--deployment", default=s.deployment or "",
+                   help="names this deployment of the job (letters, digits, . _ -); the Kafka sinks' transactional ids "
+                        "start with it, so two deployments on one Kafka cluster never fence each other's "
+                        "transactions. Keep it across restarts and upgrades of one deployment. Default: "
+                        "TELEMETRY_DEPLOYMENT, else the consumer group (--group-id)")
     p.add_argument("--job-version", default=__version__)
     p.add_argument("--jars", default="", help="extra jar URLs (file://...;...) for a local run outside the session cluster")
     return p.parse_args(argv)
 
 
-def kafka_sink_ddl(name: str, topic: str, bootstrap: str, columns: str, fmt: str = "json") -> str:
+def kafka_sink_ddl(name: str, topic: str, bootstrap: str, columns: str, deployment: str, fmt: str = "json") -> str:
     # Transactions commit on checkpoint; transaction.timeout.ms stays below the broker's 15 min maximum.
     return f"""CREATE TEMPORARY TABLE {name} ({columns}) WITH (
         'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
         'format' = '{fmt}', 'sink.delivery-guarantee' = 'exactly-once',
-        'sink.transactional-id-prefix' = 'telemetry-{name}', 'properties.transaction.timeout.ms' = '600000')"""
+        'sink.transactional-id-prefix' = '{transactional_id_prefix(deployment, name)}',
+        'properties.transaction.timeout.ms' = '600000')"""
+
+
+def transactional_id_prefix(deployment: str, sink: str) -> str:
+    """Kafka transactional ids are cluster-wide: a producer that starts with another's id fences it. So each
+    deployment's sinks get ids of their own, stable across its restarts (a restored sink aborts what its own
+    prefix left open)."""
+    return f"{deployment}.{sink}"
+
+
+def deployment_name(a: argparse.Namespace) -> str:
+    name = a.deployment or a.group_id
+    if not cfg.DEPLOYMENT_NAME.fullmatch(name):
+        raise cfg.SettingsError(f"--deployment {name!r} (or the consumer group it defaults to): use 1-200 letters, "
+                                "digits, '.', '_' or '-'")
+    return name
 
 
 class Sinks:
     """The job's exactly-once Kafka sinks, each a table and one INSERT in the job's statement set. Each table
     has its own transactional id prefix, so one table takes one INSERT: union the rows of several sources."""
 
-    def __init__(self, t_env: StreamTableEnvironment, bootstrap: str) -> None:
+    def __init__(self, t_env: StreamTableEnvironment, bootstrap: str, deployment: str) -> None:
         self.t_env = t_env
         self.bootstrap = bootstrap
+        self.deployment = deployment
         self.statements = t_env.create_statement_set()
 
     def add(self, name: str, topic: str, select: str, columns: str = "record STRING", fmt: str = "raw") -> None:
-        self.t_env.execute_sql(kafka_sink_ddl(name, topic, self.bootstrap, columns, fmt))
+        self.t_env.execute_sql(kafka_sink_ddl(name, topic, self.bootstrap, columns, self.deployment, fmt))
         self.statements.add_insert_sql(f"INSERT INTO {name} {select}")
 
 
@@ -142,7 +167,8 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     raw = t_env.to_data_stream(t_env.sql_query(
         "SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in "
         f"WHERE headers['{topics.HEARTBEAT_HEADER}'] IS NULL"))
-    routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms, a.slice_ms), output_type=WIDE_ROW_TYPE)
+    routed = (raw.process(Route(a.job_version, a.allowed_lateness_ms, a.slice_ms, a.max_clock_skew_ms),
+                          output_type=WIDE_ROW_TYPE)
               .name("validate and route").uid("validate-route"))
 
     valid = t_env.from_data_stream(
@@ -162,12 +188,14 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
     dlq = routed.get_side_output(DLQ_TAG)
     t_env.create_temporary_view("dlq_rows", t_env.from_data_stream(dlq))
 
-    sinks = Sinks(t_env, a.bootstrap)
-    sinks.add("dlq_sink", topics.DLQ_TOPIC, "SELECT record FROM dlq_rows")
+    sinks = Sinks(t_env, a.bootstrap, a.deployment)
     add_usage(sinks, a)
     add_ingest_counters(sinks, a)
     add_user_usage(sinks, a)
-    add_lifecycle(sinks, routed.get_side_output(TASK_TAG), a)
+    join_dlq = add_lifecycle(sinks, routed.get_side_output(TASK_TAG), a)
+    # Events the lifecycle join failed on were counted valid on the way in: DLQ records, not ingest counts.
+    t_env.create_temporary_view("join_dlq_rows", t_env.from_data_stream(join_dlq))
+    sinks.add("dlq_sink", topics.DLQ_TOPIC, "SELECT record FROM dlq_rows UNION ALL SELECT record FROM join_dlq_rows")
 
     sinks.add("late_sink", "telemetry.ch.late.v1", f"""
         SELECT event_id, topic, tenant_id, {ch_time("ts_ms")}, window_start_ms / 1000,
@@ -286,14 +314,15 @@ def add_user_usage(sinks: Sinks, a: argparse.Namespace) -> None:
         FROM user_slices GROUP BY tenant_id, department_id, user_id, `day`""")
 
 
-def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) -> None:
+def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) -> DataStream:
     """Task events -> lifecycle join keyed by task_id -> Prometheus enrichment (the one process-mode operator)
-    -> task_facts rows, and each ended attempt's usage delta."""
+    -> task_facts rows, and each ended attempt's usage delta. Returns the DLQ rows of events the join failed on."""
     t_env = sinks.t_env
-    facts = (task_events.key_by(lambda r: r[0], key_type=Types.STRING())
-             .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
-                      output_type=FACT_ROW_TYPE)
-             .name("lifecycle join").uid("lifecycle-join"))
+    joined = (task_events.key_by(lambda r: r[0], key_type=Types.STRING())
+              .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
+                       output_type=FACT_ROW_TYPE)
+              .name("lifecycle join").uid("lifecycle-join"))
+    facts = joined
     if a.prometheus_url:
         config = load_config(os.environ, prometheus_url=a.prometheus_url)
         facts = add_enrichment(facts, PrometheusEnrichment(config), timeout_s=a.enrichment_timeout_s)
@@ -307,6 +336,7 @@ def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) 
     t_env.create_temporary_view("task_deltas", t_env.from_data_stream(deltas, one_string))
     sinks.add("tasks_sink", "telemetry.ch.tasks.v1", "SELECT f0 FROM task_fact_rows")
     sinks.add("task_usage_sink", "telemetry.ch.usage.v1", "SELECT f0 FROM task_deltas")
+    return joined.get_side_output(JOIN_DLQ_TAG)
 
 
 def local_s3(*uris: str) -> None:
@@ -337,6 +367,13 @@ def local_run() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        a.deployment = deployment_name(a)
+        if a.max_clock_skew_ms < 0:
+            raise cfg.SettingsError(f"--max-clock-skew-ms {a.max_clock_skew_ms}: must be 0 or more")
+    except cfg.SettingsError as exc:
+        print(f"telemetry_job: {exc}", file=sys.stderr)
+        return 2
     expose_site_packages()
     # Before anything touches the JVM: the first Java object starts it, with the environment of that moment.
     local = local_run()

@@ -10,7 +10,7 @@ from schemas.envelope import Envelope
 from schemas.llm import Client, Experiment, LlmRequestEvent
 from schemas.naming import is_well_formed
 from schemas.pbac import PbacAccessEvent, PbacPolicyEvent, PbacServiceEvent
-from schemas.reasons import Reason
+from schemas.reasons import JobReason, Reason
 from schemas.registry import EVENT_NAME_FAMILY, EVENT_NAMES, FAMILIES, TOPIC_FAMILY, model_for_topic, topics_for_family
 from schemas.sdk import GpuInfo, SdkMetricEvent, SystemContext
 from schemas.types import format_ts, parse_ts, ts_to_millis
@@ -32,7 +32,7 @@ from schemas.xumi import XumiLoadEvent, XumiTaskEvent
 
 __all__ = [
     "AssetAccessEvent", "AssetTransferEvent", "Client", "CreditEvent", "EVENT_NAME_FAMILY", "EVENT_NAMES",
-    "Envelope", "Experiment", "FAMILIES", "GpuInfo", "Invalid", "InvalidEventError", "KuberCpuCreditEvent",
+    "Envelope", "Experiment", "FAMILIES", "GpuInfo", "Invalid", "InvalidEventError", "JobReason", "KuberCpuCreditEvent",
     "KuberGpuCreditEvent", "LlmRequestEvent", "MAX_RECORD_BYTES", "PbacAccessEvent", "PbacPolicyEvent",
     "PbacServiceEvent", "Reason", "Result", "SdkMetricEvent", "SystemContext", "TOPIC_FAMILY", "Valid",
     "WkfCpuCreditEvent", "WkfGpuCreditEvent", "WkfTaskEvent", "XumiLoadEvent", "XumiTaskEvent", "classify_error",

@@ -77,7 +77,8 @@ def _valid(family: str) -> dict[str, Any]:
 
 
 # Reasons every family can produce, built from the envelope alone.
-_GENERIC: dict[Reason, Callable[[str], bytes]] = {
+_GENERIC: dict[Reason, Callable[[str], bytes | None]] = {
+    Reason.NULL_VALUE: lambda f: None,  # a tombstone: a Kafka record without a value
     # the record itself is fine; the topic is not
     Reason.UNKNOWN_TOPIC: lambda f: _dump(_valid(f)),
     # a producer dumping a whole document into one field: caught by size before any field check
@@ -103,7 +104,7 @@ def kinds(family: str) -> tuple[Reason, ...]:
     return tuple(r for r in Reason if r in _GENERIC or family in _PER_FAMILY.get(r, {}))
 
 
-def malformed(reason: Reason, family: str) -> tuple[str, bytes]:
+def malformed(reason: Reason, family: str) -> tuple[str, bytes | None]:
     """(topic, raw record) that `validate(topic, raw)` rejects with `reason`; KeyError if the family
     has no such defect (e.g. out_of_range on a family without numbers: see `kinds`)."""
     topic = topics_for_family(family)[0]

@@ -13,6 +13,7 @@ class Reason(str, Enum):
     """Why a record was rejected. One code per record: the first error in validation order wins."""
 
     # Whole-record reasons, decided before or instead of field validation.
+    NULL_VALUE = "null_value"  # a Kafka record without a value (a tombstone): no event at all
     UNKNOWN_TOPIC = "unknown_topic"  # topic has no event family (not a source topic of the catalogue)
     OVERSIZE = "oversize"  # raw record larger than MAX_RECORD_BYTES
     NOT_JSON = "not_json"  # not UTF-8 JSON (syntax error, empty, truncated, trailing garbage)
@@ -30,6 +31,15 @@ class Reason(str, Enum):
     FIELD_TOO_LONG = "field_too_long"  # string over its maximum length (cardinality guard on labels too)
     CARDINALITY = "cardinality"  # a map with too many entries (labels)
     INCONSISTENT = "inconsistent"  # fields disagree (error_type on an ok request, event_type vs event_name)
+
+
+class JobReason(str, Enum):
+    """Why the pipeline refused a record the schema accepts: decided by the job or the loader, not by `validate`,
+    as they depend on the clock or on the pipeline's own code. Stored in the DLQ beside the Reason values."""
+
+    FUTURE_TIMESTAMP = "future_timestamp"  # ts or Kafka timestamp further ahead of the job's clock than allowed
+    INTERNAL_ERROR = "internal_error"  # handling the record raised (a bug to fix); the message names the exception
+    CLICKHOUSE_REJECTED = "clickhouse_rejected"  # the loader's insert: ClickHouse refused the row
 
 
 # pydantic-core error type -> reason. Custom errors raised by our own validators use the reason's value as

@@ -86,12 +86,14 @@ def classify_error(exc: ValidationError, model: type[Envelope] | None = None) ->
     return reason, field, f"{field}: {message}"
 
 
-def validate(topic: str, raw: bytes | bytearray | memoryview | str) -> Result:
+def validate(topic: str, raw: bytes | bytearray | memoryview | str | None) -> Result:
     """Validate one record from `topic`. Never raises on bad input.
 
-    Check order (the first failing check decides the reason): unknown_topic, oversize, JSON
-    (not_json / not_object), fields in declaration order, unknown fields, then cross-field rules.
+    Check order (the first failing check decides the reason): null_value (a Kafka tombstone), unknown_topic,
+    oversize, JSON (not_json / not_object), fields in declaration order, unknown fields, then cross-field rules.
     """
+    if raw is None:
+        return Invalid(topic, Reason.NULL_VALUE, None, "the Kafka record has no value (a tombstone); events are never null")
     model = _MODEL_BY_TOPIC.get(topic)
     if model is None:
         return Invalid(topic, Reason.UNKNOWN_TOPIC, None, f"topic {topic!r} carries no known event family")

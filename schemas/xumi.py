@@ -13,6 +13,8 @@ from schemas.envelope import Envelope
 from schemas.rules import inconsistent, require_iff
 from schemas.types import ByteCount, DurationMs, Id, Label, Name, Text
 
+MIN_ATTEMPT, MAX_ATTEMPT = 1, 100  # a task's attempts; xumi_load names its attempt in labels["attempt"] too
+
 XumiLoadName = Literal[
     "xumi.weights.load.start",
     "xumi.weights.load.finish",
@@ -68,7 +70,7 @@ class XumiTaskEvent(Envelope):
 
     event_name: XumiTaskName = Field(description="xumi.task.{queued|started|initialized|finished|failed}")
     task_id: Id = Field(description="Task id; the lifecycle join key")
-    attempt: int = Field(ge=1, le=100, description="Attempt number, 1 for the first try")
+    attempt: int = Field(ge=MIN_ATTEMPT, le=MAX_ATTEMPT, description="Attempt number, 1 for the first try")
     model: Name = Field(description="Base model")
     model_version: Name = Field(description="Base model version")
     checkpoint_id: Name | None = Field(default=None, description="Applied checkpoint, if any")

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from schemas.envelope import Envelope
 from schemas.registry import EVENT_NAME_FAMILY
+from schemas.xumi import MAX_ATTEMPT, MIN_ATTEMPT
 from schemas.types import parse_ts, ts_to_millis
 
 FINISHED, FAILED, ORPHANED = "finished", "failed", "orphaned"
@@ -175,10 +176,10 @@ def _apply_xumi(state: TaskState, e: dict[str, Any], family: str) -> None:
         return
     # xumi_load has no attempt field: the attempt rides in labels["attempt"]. Loads without it (warm-ups,
     # other producers) cannot be attributed to an attempt and are left out of the join.
-    label = (e["labels"] or {}).get("attempt", "")
-    if not label.isdigit():
+    attempt = attempt_label((e["labels"] or {}).get("attempt", ""))
+    if attempt is None:
         return
-    a = _attempt(state, int(label), e["ts"])
+    a = _attempt(state, attempt, e["ts"])
     if a is None or (e["event_id"] not in a.loads and len(a.loads) >= MAX_LOADS_PER_ATTEMPT):
         return
     a.loads[e["event_id"]] = e["duration_ms"] if e["event_name"].endswith(".finish") else None
@@ -187,6 +188,15 @@ def _apply_xumi(state: TaskState, e: dict[str, Any], family: str) -> None:
         **envelope, "base_model": e["base_model"], "model_version": (e["labels"] or {}).get("model_version", ""),
         "checkpoint_id": e["checkpoint_id"] if ckpt else "", "checkpoint_version": e["checkpoint_version"] if ckpt else "",
         "input_bytes": 0})
+
+
+def attempt_label(label: str) -> int | None:
+    """The attempt a load's labels["attempt"] names: ASCII digits within xumi_task's attempt bounds, else None
+    (str.isdigit() alone takes "²" and other Unicode digits, which int() refuses)."""
+    if not (label.isascii() and label.isdigit()):
+        return None
+    attempt = int(label)
+    return attempt if MIN_ATTEMPT <= attempt <= MAX_ATTEMPT else None
 
 
 def _apply_wkf(state: TaskState, e: dict[str, Any]) -> None:

@@ -8,8 +8,10 @@ udfs/route.py adapts it to Flink.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import schemas
@@ -48,10 +50,37 @@ _ZERO_METRICS = {**{m: 0 for m in INT_METRICS}, **{m: 0.0 for m in FLOAT_METRICS
 ON_TIME, CORRECTION, LATE = 0, 1, 2
 
 
+# A DLQ record keeps at most this many of the original bytes, plus the length and SHA-256 of the whole, so it
+# stays far below what its topic accepts (Kafka's 1 MiB default) whatever was produced.
+DLQ_PAYLOAD_BYTES = 16 * 1024
+DLQ_MESSAGE_CHARS = 1024
+# The JSON DLQ record is never larger than this: the payload at its worst (base64 of DLQ_PAYLOAD_BYTES, as
+# escaped text is never kept when base64 is shorter), a message of control characters escaped to six bytes
+# each, and the position, reason and times.
+DLQ_RECORD_MAX_BYTES = 4 * DLQ_PAYLOAD_BYTES // 3 + 6 * DLQ_MESSAGE_CHARS + 2048
+
+
 @dataclass(frozen=True)
 class Rejected:
     reason: str
     message: str
+
+
+def future_timestamp(ts_ms: int, record_ts_ms: int, now_ms: int, max_clock_skew_ms: int) -> Rejected | None:
+    """Why a valid event is refused for its time: its ts or its Kafka timestamp (which drives the job's slices
+    and watermark) lies further ahead of the job's clock than producers' clocks may drift. Such a record would
+    wait in a window that cannot fire before that time comes, invisible until then."""
+    limit = now_ms + max_clock_skew_ms
+    for what, value in (("ts", ts_ms), ("Kafka timestamp", record_ts_ms)):
+        if value > limit:
+            return Rejected(schemas.JobReason.FUTURE_TIMESTAMP.value, f"{what} {ch_datetime(value)} is {value - now_ms} ms ahead of the job's "
+                                                f"clock, more than the allowed skew of {max_clock_skew_ms} ms")
+    return None
+
+
+def internal_error(exc: BaseException) -> Rejected:
+    """The DLQ reason of a record whose handling raised: a bug to fix, named by its exception."""
+    return Rejected(schemas.JobReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {exc}")
 
 
 def window_start(ts_ms: int) -> int:
@@ -81,12 +110,20 @@ def lane(ts_ms: int, record_ts_ms: int, watermark_ms: int, allowed_lateness_ms: 
     return ON_TIME
 
 
+# DateTime64's range in ClickHouse; a Kafka timestamp can be any 64-bit number, and the DLQ row must still load.
+_CH_MIN_MS = -2208988800000  # 1900-01-01
+_CH_MAX_MS = 10413791999999  # 2299-12-31 23:59:59.999
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def ch_datetime(ms: int) -> str:
-    """Epoch ms as ClickHouse reads a DateTime64(3) in JSONEachRow (a bare number would read as seconds)."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """Epoch ms as ClickHouse reads a DateTime64(3) in JSONEachRow (a bare number would read as seconds),
+    clamped to DateTime64's range."""
+    moment = _EPOCH + timedelta(milliseconds=min(max(ms, _CH_MIN_MS), _CH_MAX_MS))
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def route(topic: str, raw: bytes) -> tuple[Any, ...] | Rejected:
+def route(topic: str, raw: bytes | None) -> tuple[Any, ...] | Rejected:
     """The wide row (values in ROW_FIELDS order) of a valid record, or why it was rejected."""
     result = schemas.validate(topic, raw)
     if not result.ok:
@@ -183,15 +220,35 @@ _CONTRIBUTIONS = {
 }
 
 
-def dlq_record(topic: str, partition: int, offset: int, kafka_ts_ms: int, raw: bytes, rejected: Rejected,
-               job_version: str, now_ms: int) -> dict[str, Any]:
-    """A DLQ record: dlq_events' columns. The payload stays byte-exact: UTF-8 text as is, else base64."""
+def dlq_payload(raw: bytes | None) -> dict[str, Any]:
+    """dlq_events' payload columns: the first DLQ_PAYLOAD_BYTES of the record byte-exact (UTF-8 text as is, else
+    base64; base64 too where JSON escapes would make the text longer, as for control characters), the length and
+    SHA-256 of the whole record, and whether the payload was cut. A tombstone (no value) has encoding null."""
+    if raw is None:
+        return {"payload": "", "payload_encoding": "null", "payload_bytes": 0, "payload_sha256": "",
+                "payload_truncated": 0}
+    kept = raw[:DLQ_PAYLOAD_BYTES]
+    encoded = base64.b64encode(kept).decode("ascii")
+    payload, encoding = encoded, "base64"
     try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
+        text = kept.decode("utf-8")
     except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        pass
+    else:
+        if len(json.dumps(text)) <= len(encoded) + 2:
+            payload, encoding = text, "utf-8"
+    return {"payload": payload, "payload_encoding": encoding, "payload_bytes": len(raw),
+            "payload_sha256": hashlib.sha256(raw).hexdigest(), "payload_truncated": int(len(kept) < len(raw))}
+
+
+def dlq_record(topic: str, partition: int, offset: int, kafka_ts_ms: int, raw: bytes | None, rejected: Rejected,
+               job_version: str, now_ms: int) -> dict[str, Any]:
+    """A DLQ record: dlq_events' columns, never over DLQ_RECORD_MAX_BYTES as JSON (see dlq_payload)."""
+    message = rejected.message
+    if len(message) > DLQ_MESSAGE_CHARS:
+        message = message[: DLQ_MESSAGE_CHARS - 1] + "…"
     return {
-        "ts": ch_datetime(kafka_ts_ms), "reason": rejected.reason, "message": rejected.message, "topic": topic,
-        "kafka_partition": partition, "kafka_offset": offset, "payload": payload, "payload_encoding": encoding,
+        "ts": ch_datetime(kafka_ts_ms), "reason": rejected.reason, "message": message, "topic": topic,
+        "kafka_partition": partition, "kafka_offset": offset, **dlq_payload(raw),
         "job_version": job_version, "rejected_at": ch_datetime(now_ms),
     }

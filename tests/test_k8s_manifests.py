@@ -170,7 +170,7 @@ def test_kustomization_lists_every_yaml_file():
     on_disk = sorted(p.name for p in K8S.iterdir() if p.suffix in (".yaml", ".yml") and p.name != "kustomization.yaml")
     assert sorted(listed) == on_disk
     assert {"FlinkDeployment", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job", "StatefulSet", "Service",
-            "Deployment"} == {d["kind"] for _, d in documents()}
+            "Deployment", "NetworkPolicy"} == {d["kind"] for _, d in documents()}
 
 
 def test_widening_the_flink_version_enum_is_the_only_change_to_the_published_crd():
@@ -408,6 +408,17 @@ def test_reporter_leaves_out_the_series_the_local_cluster_leaves_out():
     for deployment in deployments():
         excludes = deployment["spec"]["flinkConfiguration"]["metrics.reporter.prom.filter.excludes"]
         assert excludes.split(";") == list(REPORTER_EXCLUDES), deployment["metadata"]["name"]
+
+
+def test_network_policy_covers_the_flink_pods_and_admits_the_metrics_port():
+    """The reporter and the Python workers' Beam servers cannot bind the pod's loopback: the policy is what keeps
+    them private, so it must select every FlinkDeployment's pods and still let Prometheus scrape them."""
+    [(_, policy)] = of_kind("NetworkPolicy")
+    [selected] = [e["values"] for e in policy["spec"]["podSelector"]["matchExpressions"] if e["key"] == "app"]
+    assert sorted(selected) == sorted(d["metadata"]["name"] for d in deployments())
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    for deployment in deployments():
+        assert int(deployment["spec"]["flinkConfiguration"]["metrics.reporter.prom.port"]) in ports
 
 
 def test_service_account_and_namespace_agree():

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schemas
 from schemas import WkfTaskEvent, XumiLoadEvent, XumiTaskEvent
@@ -277,3 +279,22 @@ def test_expire_never_rearms_a_timer_that_is_already_due():
     state.attempts[1] = lifecycle.Attempt(last_ts=5_000)
     _, _, timer = lifecycle.expire(state, 2_000, "t1", cfg)
     assert timer is not None and timer > 2_000
+
+
+def load_labelled(attempt_label: str) -> XumiLoadEvent:
+    return load("checkpoint", T0, 1, 250).model_copy(update={"labels": {"attempt": attempt_label, "model_version": "x"}})
+
+
+@pytest.mark.parametrize("label", ["²", "١٢", "0", "101", "9" * 40, "-1", " 1", "1.0", "", "x"])
+def test_a_load_naming_no_possible_attempt_is_left_out_of_the_join(label: str) -> None:
+    """str.isdigit() took "²" and int() then raised, which put the job in a restart loop."""
+    state, facts, _ = step(None, load_labelled(label), T0, CFG)
+    assert facts == [] and (state is None or not state.attempts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(label=st.text(max_size=128))
+def test_any_attempt_label_the_schema_accepts_is_joined_or_ignored_never_raises(label: str) -> None:
+    state, _, _ = step(None, load_labelled(label), T0, CFG)
+    expected = int(label) if label.isascii() and label.isdigit() and 1 <= int(label) <= 100 else None
+    assert (list(state.attempts) if state else []) == ([expected] if expected else [])

@@ -4,12 +4,15 @@ contribute exactly the ground truth's window sums, and every rejected record car
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from telemetry import routing
 from telemetry.settings import REPO_ROOT
@@ -68,6 +71,75 @@ def test_dlq_record_keeps_the_bytes_and_position():
     assert rec["ts"] == "2026-11-25 00:00:00.000" and rec["rejected_at"] == "2026-11-25 00:00:01.234"
     text = routing.dlq_record("t", 0, 0, 0, b'{"a":', routing.Rejected("not_json", "m"), "v1", 0)
     assert (text["payload"], text["payload_encoding"]) == ('{"a":', "utf-8")
+
+
+# Hostile record values: bytes of every kind, text full of control characters (six bytes each once JSON-escaped),
+# astral characters, and records far over the size cap, short or long.
+HOSTILE_VALUES = st.one_of(
+    st.none(),
+    st.binary(max_size=4096),
+    st.text(max_size=4096).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.builds(lambda ch, n: ch * n, st.sampled_from([b"\x01", b"\x00", b"\n", "\U0001F600".encode(), b"\xff", b"a"]),
+              st.integers(0, 300_000)),
+    st.builds(lambda head, n: head + b"\x01" * n, st.binary(max_size=64), st.integers(0, 200_000)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=HOSTILE_VALUES, message=st.text(max_size=5000), ts=st.integers(-2**63, 2**63 - 1))
+def test_a_dlq_record_is_bounded_and_keeps_what_it_can_of_any_record(raw, message, ts):
+    rec = routing.dlq_record("telemetry.events.v1", 11, 2**62, ts, raw, routing.Rejected("not_json", message), "v1", ts)
+    text = json.dumps(rec, separators=(",", ":"))
+    assert len(text.encode()) <= routing.DLQ_RECORD_MAX_BYTES
+    if raw is None:
+        assert (rec["payload"], rec["payload_encoding"], rec["payload_bytes"]) == ("", "null", 0)
+        return
+    kept = base64.b64decode(rec["payload"]) if rec["payload_encoding"] == "base64" else rec["payload"].encode()
+    assert kept == raw[: routing.DLQ_PAYLOAD_BYTES]  # byte-exact, as much as the cap allows
+    assert rec["payload_bytes"] == len(raw)
+    assert rec["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert rec["payload_truncated"] == int(len(raw) > routing.DLQ_PAYLOAD_BYTES)
+    assert len(rec["message"]) <= routing.DLQ_MESSAGE_CHARS
+
+
+def test_the_oversize_record_that_stopped_the_job_fits_its_dlq_topic():
+    """200,008 bytes of \x01 made a 1.2 MB DLQ record (each byte escaped to six), over Kafka's 1 MiB maximum."""
+    raw = b"\x01" * 200_008
+    rec = routing.dlq_record("xumi_task", 0, 7, 0, raw, routing.Rejected("oversize", "record is 200008 bytes"), "v", 0)
+    assert len(json.dumps(rec, separators=(",", ":"))) < 32 * 1024
+    assert rec["payload_encoding"] == "base64" and rec["payload_truncated"] == 1
+
+
+@pytest.mark.parametrize("ms, text", [
+    (0, "1970-01-01 00:00:00.000"), (1_795_564_801_234, "2026-11-25 00:00:01.234"),
+    (2**63 - 1, "2299-12-31 23:59:59.999"), (-(2**63), "1900-01-01 00:00:00.000"),
+])
+def test_ch_datetime_stays_within_datetime64(ms, text):
+    assert routing.ch_datetime(ms) == text
+
+
+NOW_MS = 1_795_564_800_000
+SKEW_MS = 300_000
+
+
+@pytest.mark.parametrize("ts, record_ts, refused", [
+    (NOW_MS, NOW_MS, None),
+    (NOW_MS + SKEW_MS, NOW_MS + SKEW_MS, None),  # exactly the allowed skew
+    (NOW_MS + SKEW_MS + 1, NOW_MS, "ts"),
+    (NOW_MS, NOW_MS + 86_400_000, "Kafka timestamp"),  # the report: records stamped a day ahead
+    (NOW_MS - 365 * 86_400_000, 0, None),  # old and unstamped: late or a correction, but never refused for time
+])
+def test_a_record_too_far_ahead_of_the_clock_is_refused(ts, record_ts, refused):
+    result = routing.future_timestamp(ts, record_ts, NOW_MS, SKEW_MS)
+    if refused is None:
+        assert result is None
+    else:
+        assert result.reason == "future_timestamp" and result.message.startswith(refused)
+
+
+def test_an_exception_is_an_internal_error_naming_it():
+    rejected = routing.internal_error(KeyError("attempt"))
+    assert (rejected.reason, rejected.message) == ("internal_error", "KeyError: 'attempt'")
 
 
 SLICE_MS = 1000

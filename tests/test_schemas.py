@@ -37,7 +37,7 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data).encode()
 
 
-def check(topic: str, raw: bytes | str) -> Invalid:
+def check(topic: str, raw: bytes | str | None) -> Invalid:
     """Validate and require a rejection; returns it for reason/field asserts."""
     result = validate(topic, raw)
     assert isinstance(result, Invalid), f"expected a rejection, got {result}"
@@ -315,7 +315,9 @@ def test_malformed_refuses_kinds_a_family_cannot_have() -> None:
 
 
 # Hand-written cases, at least one per reason, each with the field it must name.
-REASON_CASES: list[tuple[Reason, str, bytes, str | None]] = [
+REASON_CASES: list[tuple[Reason, str, bytes | None, str | None]] = [
+    (Reason.NULL_VALUE, "xumi_task", None, None),  # a tombstone
+    (Reason.NULL_VALUE, UNKNOWN_TOPIC, None, None),  # nothing to say of a record without a value but that
     (Reason.UNKNOWN_TOPIC, UNKNOWN_TOPIC, dumps(example("xumi_task")), None),
     (Reason.UNKNOWN_TOPIC, DLQ_TOPIC, dumps(example("xumi_task")), None),
     (Reason.OVERSIZE, "xumi_task", dumps(example("xumi_task", error_message="x" * 70_000)), None),
@@ -380,7 +382,7 @@ REASON_CASES: list[tuple[Reason, str, bytes, str | None]] = [
 
 @pytest.mark.parametrize(("reason", "topic", "raw", "field"), REASON_CASES,
                          ids=[f"{c[0].value}-{i}" for i, c in enumerate(REASON_CASES)])
-def test_reason_cases(reason: Reason, topic: str, raw: bytes, field: str | None) -> None:
+def test_reason_cases(reason: Reason, topic: str, raw: bytes | None, field: str | None) -> None:
     result = check(topic, raw)
     assert (result.reason, result.field) == (reason, field), result.message
     if field is not None:
@@ -672,7 +674,7 @@ def test_json_schema_agrees_with_the_models(family: str) -> None:
     validator.validate({**EXAMPLES[family][0], "labels": None})
     # The defects JSON Schema can express are rejected there as well (cross-field rules are not).
     for reason in kinds(family):
-        if reason in {Reason.UNKNOWN_TOPIC, Reason.OVERSIZE, Reason.NOT_JSON, Reason.INCONSISTENT}:
+        if reason in {Reason.NULL_VALUE, Reason.UNKNOWN_TOPIC, Reason.OVERSIZE, Reason.NOT_JSON, Reason.INCONSISTENT}:
             continue
         _, raw = malformed(reason, family)
         assert not validator.is_valid(json.loads(raw)), f"{family}: JSON Schema accepts a {reason.value} record"

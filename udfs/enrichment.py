@@ -29,12 +29,16 @@ class PrometheusEnrichment(AsyncFunction):
 
     async def async_invoke(self, value: Row) -> list[Row]:
         began = time.monotonic()
-        fact = await self.enricher.enrich(to_fact(value))
+        try:
+            fact = await self.enricher.enrich(to_fact(value))
+        except Exception:  # noqa: BLE001 - a lookup that fails in any way leaves the fact unenriched, never lost
+            return self.timeout(value)
         self.latency_ms.update(int((time.monotonic() - began) * 1000))
         self.by_status[fact["enrichment_status"]].inc()
         return [to_row(fact)]
 
     def timeout(self, value: Row) -> list[Row]:
+        """The fact as it came, marked unavailable (its version one above the pending row's)."""
         self.by_status[UNAVAILABLE].inc()
         fact = to_fact(value)
         return [to_row({**fact, "enrichment_status": UNAVAILABLE, "version": fact["version"] | 1})]

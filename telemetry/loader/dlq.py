@@ -11,9 +11,10 @@ import json
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 import telemetry
+from schemas.reasons import JobReason
 from telemetry import routing
 
-REASON = "clickhouse_rejected"
+REASON = JobReason.CLICKHOUSE_REJECTED.value
 JOB_VERSION = f"loader/{telemetry.__version__}"
 
 

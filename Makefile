@@ -86,26 +86,26 @@ $(COMPOSE_BIN):
 	mv $@.tmp $@
 
 stack-up: deps ## start Kafka, ClickHouse (dev), Prometheus, MinIO, Flink on 127.0.0.1 (idempotent)
-	$(PY) -m telemetry.stack up
+	$(PY) -m dev.stack up
 
 stack-down: ## stop every local service
-	@if [ -x $(PY) ]; then $(PY) -m telemetry.stack down; else echo "no venv yet: nothing is running"; fi
+	@if [ -x $(PY) ]; then $(PY) -m dev.stack down; else echo "no venv yet: nothing is running"; fi
 
 stack-status: ## show each local service and its health
-	@$(PY) -m telemetry.stack status
+	@$(PY) -m dev.stack status
 
-migrate: venv ## apply the ClickHouse migrations in sql/migrations
+migrate: venv ## apply the ClickHouse migrations in sql/clickhouse/migrations
 	$(PY) -m telemetry.migrate
 
 .PHONY: prices
-prices: migrate ## load the example price catalogue (sql/prices/example.yaml) for the cost views
-	$(PY) -m telemetry.prices load sql/prices/example.yaml
+prices: migrate ## load the example price catalogue (sql/clickhouse/prices/example.yaml) for the cost views
+	$(PY) -m telemetry.prices load sql/clickhouse/prices/example.yaml
 
 schemas: venv ## regenerate the JSON Schemas in schemas/json
 	$(PY) -m schemas.generate
 
 demo: stack-up migrate ## run the main job on the local stack and print a summary per role
-	$(PY) -m telemetry.demo
+	$(PY) -m dev.demo
 
 test: deps ## run the test suite (starts the real services it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """Benchmark: the streaming job end to end on the local stack. The simulator produces at a steady rate in real
 time (event time = wall time), the job runs on the session cluster (`flink run`), the loader inserts its rows and
-telemetry.heartbeat keeps every source partition's watermark moving (--heartbeat-ms 0: none); ClickHouse is
+services.heartbeat keeps every source partition's watermark moving (--heartbeat-ms 0: none); ClickHouse is
 polled until every window of the run holds the ground truth. Prints figures; asserts nothing.
 
   sustained   records produced per second, and whether the job kept up (its consumer lag while producing,
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from telemetry import chclient  # noqa: E402
+from telemetry import clickhouse  # noqa: E402
 from telemetry import settings as cfg  # noqa: E402
-from telemetry.demo import next_window_start, simulate, stop_run, submit_job, wait_running  # noqa: E402
-from telemetry.routing import WINDOW_MS  # noqa: E402
+from dev.demo import next_window_start, simulate, stop_run, submit_job, wait_running  # noqa: E402
+from pipeline.routing import WINDOW_MS  # noqa: E402
 from telemetry.topics import SOURCE_TOPICS  # noqa: E402
 
 POLL_S = 0.5
@@ -84,12 +84,12 @@ def visible_requests(ch: Any, db: str, start_ms: int, end_ms: int) -> dict[int, 
 
 
 def start_heartbeat(interval_ms: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", str(interval_ms)])
+    return subprocess.Popen([sys.executable, "-m", "services.heartbeat", "--interval-ms", str(interval_ms)])
 
 
 def start_loader(log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the loader keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "telemetry.loader"], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "services.loader"], stdout=out, stderr=subprocess.STDOUT)
 
 
 def window_requests(truth: dict[str, Any]) -> dict[int, int]:
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         "timeout, for which, without heartbeats, partitions that never get a record hold the first "
                         "windows back; with them, the job's start-up and JIT warm-up)")
     p.add_argument("--heartbeat-ms", type=int, default=200,
-                   help="run telemetry.heartbeat at this interval beside the job (default 200); 0: none, and a "
+                   help="run services.heartbeat at this interval beside the job (default 200); 0: none, and a "
                         "clean low-rate tail of traffic after the run closes its last windows instead")
     p.add_argument("--catch-up", action="store_true",
                    help="produce first, then start the job on the backlog: the job's capacity, not freshness")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_running(s, job_id)
     group = f"demo-{job_from_ms}"  # submit_job's consumer group
     loader = start_loader(work / "loader.log")
-    ch = chclient.connect(s)
+    ch = clickhouse.connect(s)
     seen: dict[int, list[tuple[float, int]]] = {}
     lags: list[int] = []
     feeder = None  # what moves event time on after the run: the heartbeat, or a tail of clean traffic
@@ -278,7 +278,7 @@ def catch_up(a: argparse.Namespace, s: cfg.Settings, work: Path) -> int:
                 raise SystemExit(f"the job had not caught up {a.timeout} s after it started")
             time.sleep(2)
         drained_at = time.time()
-        ch = chclient.connect(s)
+        ch = clickhouse.connect(s)
         end_ms = truth["meta"]["end_ms"] + WINDOW_MS
         while True:
             rows = visible_requests(ch, s.clickhouse_database, start_ms, end_ms)

@@ -1,7 +1,7 @@
 """Benchmark: the simulator into the local Kafka at a target rate (default 20,000 records/s for 60 s), then a
 consumer reads the topics back and compares its counts with the ground truth's. Prints figures; asserts nothing.
 
-Run with the local broker up (`python -m telemetry.stack up kafka` or `make stack-up`):
+Run with the local broker up (`python -m dev.stack up kafka` or `make stack-up`):
     PYTHONPATH=. python benchmarks/bench_simulator.py [--rate 20000] [--duration 60] [--max-speed]
 """
 
@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E402
 
 from telemetry import settings  # noqa: E402
-from telemetry.simulator.config import SimConfig  # noqa: E402
-from telemetry.simulator.producer import KafkaSink, generate_here, generate_in_worker, run  # noqa: E402
-from telemetry.simulator.stream import SIMULATED_TOPICS, Record  # noqa: E402
-from telemetry.simulator.truth import dumps  # noqa: E402
+from dev.simulator.config import SimConfig  # noqa: E402
+from dev.simulator.producer import KafkaSink, generate_here, generate_in_worker, run  # noqa: E402
+from dev.simulator.stream import SIMULATED_TOPICS, Record  # noqa: E402
+from dev.simulator.truth import dumps  # noqa: E402
 
 
 def end_offsets(consumer: Consumer) -> dict[tuple[str, int], int]:

@@ -1,5 +1,5 @@
 """Backfill: recompute the usage aggregates of a [from, to) range from the raw Parquet lake, in a Flink batch job
-running the streaming job's own rules (telemetry.routing), and replace the affected ClickHouse partitions.
+running the streaming job's own rules (pipeline.routing), and replace the affected ClickHouse partitions.
 
 Run locally with `python -m jobs.backfill_job --from 2026-01-01 --to 2026-01-02`, or submit it like the
 streaming job (k8s/flink-operator/backfill-job.yaml). `--dry-run` lists what would be read and replaced.
@@ -19,10 +19,12 @@ from pyflink.common import Configuration
 from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 from pyflink.table.udf import udtf
 
-from telemetry import __version__, backfill, chclient, routing, topics
+from pipeline import backfill, routing
+
+from telemetry import __version__, clickhouse, topics
 from telemetry import settings as cfg
 from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3
-from telemetry.backfill import BackfillError, Range
+from pipeline.backfill import BackfillError, Range
 from udfs.python_env import expose_site_packages
 
 _INDEX = {name: i for i, name in enumerate(routing.ROW_NAMES)}
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     expose_site_packages()
     s = cfg.load()
-    client = chclient.connect(s, url=a.clickhouse_url)
+    client = clickhouse.connect(s, url=a.clickhouse_url)
     try:
         hours = lake_hours(a.lake_uri, chosen, span)  # the first use of the S3 keys, which the Flink job needs too
     except cfg.SettingsError as exc:

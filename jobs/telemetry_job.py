@@ -19,12 +19,14 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment
 
-from telemetry import __version__, routing, topics
+from pipeline import routing
+
+from telemetry import __version__, topics
 from telemetry import settings as cfg
 from telemetry.checkpoints import NoCheckpointError, latest_checkpoint
-from telemetry.enrichment.queries import load_config
-from telemetry.facts import task_fact_row, task_usage_delta
-from telemetry.lifecycle import LifecycleConfig
+from pipeline.enrichment.queries import load_config
+from pipeline.facts import task_fact_row, task_usage_delta
+from pipeline.lifecycle import LifecycleConfig
 from udfs.enrichment import PrometheusEnrichment, add_enrichment
 from udfs.lifecycle import FACT_ROW_TYPE, JOIN_DLQ_TAG, LifecycleJoin, to_fact
 from udfs.python_env import expose_site_packages
@@ -53,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out-of-orderness-ms", type=int, default=5000, help="watermark delay behind the newest ts")
     p.add_argument("--idle-timeout-ms", type=int, default=30_000,
                    help="a source partition without records for this long stops holding the watermark back "
-                        "(default 30000). With telemetry.heartbeat running beside the job no partition is ever "
+                        "(default 30000). With services.heartbeat running beside the job no partition is ever "
                         "quiet, and this is only a safety net for when heartbeats stop. Too short and a partition "
                         "the consumer has not reached yet while it catches up on a backlog counts as idle, so its "
                         "events arrive late; too long and, without heartbeats, a topic that falls quiet delays "
@@ -163,7 +165,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, a: arg
         {"'scan.bounded.mode' = 'latest-offset'," if a.bounded else ""}
         'format' = 'raw')""")
     # kafka_ts stays in the row so to_data_stream stamps each element with it (Route reads ctx.timestamp()).
-    # Heartbeats (telemetry/heartbeat.py) have moved their partition's watermark in the source; here they leave.
+    # Heartbeats (services/heartbeat/__main__.py) have moved their partition's watermark in the source; here they leave.
     raw = t_env.to_data_stream(t_env.sql_query(
         "SELECT topic, `partition`, `offset`, payload, kafka_ts FROM kafka_in "
         f"WHERE headers['{topics.HEARTBEAT_HEADER}'] IS NULL"))

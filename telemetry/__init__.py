@@ -1,6 +1,5 @@
-"""Core of the AI telemetry pipeline: settings, the topic catalogue, the local stack, the simulator and the SDK.
-
-Everything here is plain Python, usable and tested without Flink; udfs/ and jobs/ adapt it to Flink.
+"""What every part of the platform shares: settings from the environment, the Kafka topic catalogue, the ClickHouse
+client, and the commands that set a deployment up (migrate, prices, topic_admin).
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Apply the ClickHouse schema: the ordered files in sql/migrations, each once, recorded in <database>.schema_migrations.
+"""Apply the ClickHouse schema: the ordered files in sql/clickhouse/migrations, each once, recorded in <database>.schema_migrations.
 
 `python -m telemetry.migrate [--dry-run] [--url URL]`; an edited file that was already applied is refused.
 """
@@ -17,10 +17,10 @@ from typing import Callable
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClientError
 
-from telemetry import chclient, settings
+from telemetry import clickhouse, settings
 from telemetry.sqltext import split_statements
 
-MIGRATIONS_DIR = settings.REPO_ROOT / "sql" / "migrations"
+MIGRATIONS_DIR = settings.REPO_ROOT / "sql" / "clickhouse" / "migrations"
 _FILE_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -147,7 +147,7 @@ def migrate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m telemetry.migrate",
-        description="Apply the pending ClickHouse migrations (sql/migrations/NNNN_*.sql) in order through "
+        description="Apply the pending ClickHouse migrations (sql/clickhouse/migrations/NNNN_*.sql) in order through "
         "clickhouse-connect, recording each (version, name, sha256, applied_at) in <database>.schema_migrations. "
         "Running it again is a no-op; a file changed after it was applied is refused. {{database}} and "
         "{{retention_months}} in the files come from the options below and RETENTION_MONTHS (default 12). "
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--url", help=f"ClickHouse HTTP URL (default: CLICKHOUSE_URL or {settings.Settings.clickhouse_url})")
     parser.add_argument("--database", help=f"target database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
-    parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, help="directory of the migration files (default: sql/migrations)")
+    parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, help="directory of the migration files (default: sql/clickhouse/migrations)")
     parser.add_argument("--dry-run", action="store_true", help="print the pending migrations' statements without applying anything")
     args = parser.parse_args(argv)
     try:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     url = args.url or config.clickhouse_url
     try:
-        client = chclient.connect(config, url=url)
+        client = clickhouse.connect(config, url=url)
     except ClientError as exc:
         print(f"error: cannot reach ClickHouse at {url}: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The price catalogue behind the cost views (sql/migrations/0006_cost_model.sql): validate a CSV or YAML file, load
+"""The price catalogue behind the cost views (sql/clickhouse/migrations/0006_cost_model.sql): validate a CSV or YAML file, load
 it as an immutable catalogue version, show the prices in force.
 
 `python -m telemetry.prices load FILE [--version V] [--dry-run]`, `python -m telemetry.prices show [--at TIME]`.
@@ -23,7 +23,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from telemetry import chclient, settings
+from telemetry import clickhouse, settings
 
 TABLE = "price_catalogue"
 # Units are in the kind's name; the migration's header says what each is matched against.
@@ -405,7 +405,7 @@ def _table(rows: Iterable[tuple[Any, ...]]) -> list[str]:
 
 
 def _connect(url: str, config: settings.Settings) -> Client:
-    return chclient.connect(config, url=url)
+    return clickhouse.connect(config, url=url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", help=f"database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
     commands = parser.add_subparsers(dest="command", required=True)
     load_cmd = commands.add_parser("load", help="validate a CSV or YAML catalogue and load it as a version")
-    load_cmd.add_argument("file", type=Path, help="catalogue file: .yaml / .yml or .csv (see sql/prices/example.yaml)")
+    load_cmd.add_argument("file", type=Path, help="catalogue file: .yaml / .yml or .csv (see sql/clickhouse/prices/example.yaml)")
     load_cmd.add_argument("--version", type=int, help="catalogue version (default: the file's, else the next free one)")
     load_cmd.add_argument("--dry-run", action="store_true", help="validate and say what would be loaded, without writing")
     show_cmd = commands.add_parser("show", help="print the prices in force")

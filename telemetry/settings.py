@@ -53,7 +53,7 @@ class Settings:
     s3_secret_key: str | None = _doc(None, "S3 secret key (secret); locally generated when unset")
     lake_bucket: str = _doc("telemetry-lake", "bucket the stack creates for the raw lake")
     lake_uri: str | None = _doc(None, "raw lake root: a local path, or s3://bucket/prefix; default <state dir>/lake")
-    # The ClickHouse loader (telemetry.loader): Kafka -> ClickHouse, exactly once
+    # The ClickHouse loader (services.loader): Kafka -> ClickHouse, exactly once
     loader_group_id: str = _doc("telemetry-clickhouse-loader", "consumer group of the loader (its position lives in ClickHouse)")
     loader_instance_id: str | None = _doc(None, "loader: static group member id, so a restarted loader gets its partitions back at once; default: the host name")
     loader_batch_rows: int = _doc(50000, "loader: most rows per insert (one Kafka partition per batch), 1-1000000")
@@ -63,7 +63,7 @@ class Settings:
     loader_on_reject: str = _doc("dlq", "loader: rows ClickHouse rejects go to the DLQ (`dlq`) or stop their partition (`stop`)")
     # The streaming job
     deployment: str | None = _doc(None, "job: names this deployment; its Kafka sinks' transactional ids start with it (default: the job's consumer group)")
-    # Watermark heartbeats (telemetry.heartbeat), so quiet source partitions never hold the job's windows back
+    # Watermark heartbeats (services.heartbeat), so quiet source partitions never hold the job's windows back
     heartbeat_interval_ms: int = _doc(200, "heartbeat: time between rounds of one record per source partition, 10-60000 ms")
     heartbeat_delay_ms: int = _doc(0, "heartbeat: how far behind the wall clock beats are stamped, 0-3600000 ms")
     # Where the local stack keeps data, logs and generated credentials

@@ -71,7 +71,7 @@ LLM_TOPIC = "telemetry.events.v1"
 # What the ClickHouse loader consumes (read_committed) and the table each one fills.
 LOADER_TOPICS: dict[str, str] = {t.name: t.table for t in CATALOGUE if t.table is not None}
 METRICS_TOPIC = "telemetry.metrics.v1"
-# Kafka header of watermark heartbeats in the source topics (telemetry/heartbeat.py): records carrying it are no
+# Kafka header of watermark heartbeats in the source topics (services/heartbeat/__main__.py): records carrying it are no
 # events, and every consumer of a source topic skips them (the job does, before validation).
 HEARTBEAT_HEADER = "telemetry-heartbeat"
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from telemetry.clickhouse_dev.users import write_users
+from dev.chdb_server.users import write_users
 from telemetry.settings import REPO_ROOT
 from udfs.python_env import expose_site_packages
 
@@ -26,7 +26,7 @@ expose_site_packages()
 
 # The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`, and the session's one job run on it
 # (shared by the job and Grafana tests); registered here, once, so pytest rewrites their asserts.
-pytest_plugins = ["tests.fixtures_stack", "tests.fixtures_job"]
+pytest_plugins = ["tests.support.fixtures_stack", "tests.support.fixtures_job"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def dev_clickhouse(workdir: Path, port: int = 0) -> Iterator[DevClickHouse]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(workdir / "server.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetry.clickhouse_dev", "--path", str(workdir / "data"), "--port", str(port),
+            [sys.executable, "-m", "dev.chdb_server", "--path", str(workdir / "data"), "--port", str(port),
              "--users", str(users)],
             cwd=REPO_ROOT,
             env=env,

@@ -1,11 +1,11 @@
 """Generated documentation stays current with the code it mirrors."""
 
-from telemetry import readme_tables
+from dev import readme_tables
 
 
 def test_readme_tables_are_current():
     text = readme_tables.README.read_text()
-    assert readme_tables.render(text) == text, "README.md is stale: run `python -m telemetry.readme_tables`"
+    assert readme_tables.render(text) == text, "README.md is stale: run `python -m dev.readme_tables`"
 
 
 def test_render_replaces_a_stale_table():

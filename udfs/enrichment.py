@@ -10,7 +10,7 @@ import time
 from pyflink.common import Row, Time
 from pyflink.datastream import AsyncDataStream, AsyncFunction, DataStream, RuntimeContext
 
-from telemetry.enrichment import OK, PARTIAL, SKIPPED, UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
+from pipeline.enrichment import OK, PARTIAL, SKIPPED, UNAVAILABLE, EnrichmentConfig, PrometheusEnricher, load_config
 from udfs.lifecycle import FACT_ROW_TYPE, to_fact, to_row
 from udfs.python_env import execution_mode
 

@@ -1,4 +1,4 @@
-"""The lifecycle join as a KeyedProcessFunction keyed by task_id: telemetry.lifecycle in a ValueState (its JSON
+"""The lifecycle join as a KeyedProcessFunction keyed by task_id: pipeline.lifecycle in a ValueState (its JSON
 text) with its deadlines as event-time timers. Input: the canonical JSON (str) of a valid xumi_task, xumi_load
 or wkf_task event, or a row (task_id, event_json, topic, partition, offset, kafka_ts_ms). Output: FACT_ROW_TYPE,
 a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG); events the join fails on leave on
@@ -16,8 +16,8 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from telemetry import routing
-from telemetry.lifecycle import FACT_COLUMNS, JAVA_LONG_MAX, LifecycleConfig, Result, TaskState, expire, step
+from pipeline import routing
+from pipeline.lifecycle import FACT_COLUMNS, JAVA_LONG_MAX, LifecycleConfig, Result, TaskState, expire, step
 from udfs.route import DLQ_ROW_TYPE
 
 FACT_NAMES = [name for name, _ in FACT_COLUMNS]

@@ -1,4 +1,4 @@
-"""The job's one Python hop for every record: telemetry.routing in a ProcessFunction.
+"""The job's one Python hop for every record: pipeline.routing in a ProcessFunction.
 
 Valid events leave as typed wide rows (main output) with their lane (on time, correction, late); rejected records
 as DLQ rows, and task lifecycle events once more for the lifecycle join (side outputs), so nothing consumed is
@@ -13,7 +13,7 @@ import time
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
-from telemetry import routing
+from pipeline import routing
 
 _KIND_TYPES = {"str": Types.STRING(), "str?": Types.STRING(), "int": Types.LONG(), "int?": Types.INT(),
                "float": Types.DOUBLE()}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,12 +19,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from telemetry import routing, settings
 from telemetry.settings import REPO_ROOT
+from telemetry.simulator import truth as ground_truth
 from telemetry.stack.kafka import Kafka
 from telemetry.topics import CATALOGUE
 from tests.databases import migrated_database
 
 JOB_TIMEOUT_S = 420
 DRAIN_TIMEOUT_S = 120
+
+
+def decoded(value: bytes) -> Any:
+    """A JSON record of the job's output, its numbers with a fraction as Decimal: money is written as exact
+    decimal numbers, and a double would not hold it."""
+    return json.loads(value, parse_float=Decimal)
 
 
 def epoch_ms(ch_datetime: str) -> int:
@@ -63,7 +71,7 @@ def simulate(stack_env: dict[str, str], truth_path: Path, *args: str) -> dict[st
                           "--bootstrap", stack_env["KAFKA_DIRECT_URL"], "--truth", str(truth_path), *args],
                          cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True)
     assert sim.returncode == 0, sim.stderr[-3000:]
-    return json.loads(truth_path.read_text())
+    return ground_truth.load(truth_path)
 
 
 def local_jars() -> str:
@@ -114,7 +122,7 @@ def loaded_clickhouse(stack_env: dict[str, str], clickhouse_url: str) -> Iterato
 def usage_rows(client: Any, database: str) -> list[dict[str, Any]]:
     """usage_10s summed per window and key, as truth_compare.summed reads rows."""
     dims = ", ".join(routing.DIMS)
-    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, "tasks", "task_failures", "task_retries",
+    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, *routing.MONEY_METRICS, "tasks", "task_failures", "task_retries",
                "task_queue_ms_sum", "task_load_ms_sum", "task_init_ms_sum", "task_inference_ms_sum",
                "task_duration_ms_sum"]
     result = client.query(

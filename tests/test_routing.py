@@ -4,15 +4,15 @@ contribute exactly the ground truth's window sums, and every rejected record car
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
 
-from telemetry import routing
+from telemetry import money, routing
 from telemetry.settings import REPO_ROOT
+from telemetry.simulator import truth as ground_truth
 from telemetry.simulator.producer import read_jsonl
 from tests.truth_compare import GROUP_TOPICS, expected, summed
 
@@ -22,7 +22,7 @@ def simulated(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "telemetry.simulator", "--seed", "11", "--events", "20000",
                     "--start", "2026-11-25T00:00:00Z", "--out", str(out / "s.jsonl"), "--truth", str(out / "t.json")],
                    check=True, cwd=REPO_ROOT, capture_output=True)
-    return list(read_jsonl(str(out / "s.jsonl"))), json.loads((out / "t.json").read_text())
+    return list(read_jsonl(str(out / "s.jsonl"))), ground_truth.load(out / "t.json")
 
 
 def routed(records):
@@ -34,6 +34,7 @@ def routed(records):
             rejected[result.reason] += 1
             continue
         row = dict(zip(routing.ROW_NAMES, result))
+        row.update({m: money.from_micros(row[m] or 0) for m in routing.MONEY_METRICS})  # as the job writes them
         if row["event_id"] in seen:
             duplicates += 1
             continue

@@ -1,6 +1,7 @@
 """The lifecycle join as a KeyedProcessFunction keyed by task_id: telemetry.lifecycle in a ValueState (its JSON
 text) with its deadlines as event-time timers. Input: the canonical JSON (str) of a valid xumi_task, xumi_load
-or wkf_task event, or a row (task_id, event_json, ...). Output: FACT_ROW_TYPE, a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG).
+or wkf_task event, or a row (task_id, event_json, late). Output: FACT_ROW_TYPE, a ROW_NAMED with task_facts'
+columns (timestamps as epoch ms, LONG), one row per report or revision of an attempt.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ class LifecycleJoin(KeyedProcessFunction):
         self.state = runtime_context.get_state(ValueStateDescriptor("lifecycle", Types.STRING()))
 
     def process_element(self, value: str | Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        # The job hands over rows (task_id, event_json, rowtime) straight from SQL; a plain JSON text works too.
-        text = value if isinstance(value, str) else value[1]
+        # The job hands over rows (task_id, event_json, late) from validate and route; a plain JSON text works too.
+        text, late = (value, False) if isinstance(value, str) else (value[1], bool(value[2]))
         timers = ctx.timer_service()
-        yield from self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg), timers)
+        yield from self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg, late), timers)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
         state = self._load()

@@ -1,8 +1,8 @@
 """The job's one Python hop for every record: telemetry.routing in a ProcessFunction.
 
 Valid events leave as typed wide rows (main output) with their lane (on time, correction, late); rejected records
-as DLQ rows, and task lifecycle events once more for the lifecycle join (side outputs), so nothing consumed is
-dropped without a trace.
+as DLQ rows, and task lifecycle events once more for the lifecycle join, late ones flagged (side outputs), so
+nothing consumed is dropped without a trace.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from pyflink.datastream import OutputTag, ProcessFunction
 from telemetry import routing
 
 _KIND_TYPES = {"str": Types.STRING(), "str?": Types.STRING(), "int": Types.LONG(), "int?": Types.INT(),
-               "float": Types.DOUBLE()}
+               "float": Types.DOUBLE(), "micros": Types.LONG()}
 WIDE_ROW_TYPE = Types.ROW_NAMED(list(routing.ROW_NAMES), [_KIND_TYPES[k] for _, k in routing.ROW_FIELDS])
 # DLQ rows: the source topic, the 10 s window of the Kafka record timestamp (ingest counters) and the JSON record
 # the loader inserts into dlq_events.
 DLQ_ROW_TYPE = Types.ROW_NAMED(["topic", "window_start_ms", "record"], [Types.STRING(), Types.LONG(), Types.STRING()])
 DLQ_TAG = OutputTag("dlq", DLQ_ROW_TYPE)
 # Task lifecycle events for the lifecycle join, straight from here: taking them from the SQL side would make the
-# planner compute the deduplication a second time for that branch (the join drops duplicates itself).
-TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json"], [Types.STRING(), Types.STRING()])
+# planner compute the deduplication a second time for that branch (the join drops duplicates itself). late: the
+# event's window is closed for billing (its LATE lane); the join still completes attempts counted in no usage.
+TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json", "late"], [Types.STRING(), Types.STRING(), Types.BOOLEAN()])
 TASK_TAG = OutputTag("tasks", TASK_ROW_TYPE)
 _TASK_ID = routing.ROW_NAMES.index("task_id")
 _JSON = routing.ROW_NAMES.index("event_json")
@@ -78,10 +79,8 @@ class Route(ProcessFunction):
         lane = routing.lane(result[3], record_ts, watermark, self.allowed_lateness_ms, self.slice_ms)
         if lane == routing.LATE:
             self.late.inc()
-        else:
-            if lane == routing.CORRECTION:
-                self.corrections.inc()
-            # A late end event would move a window closed for billing: the attempt is reported as orphaned instead.
-            if result[_TASK_ID] is not None and topic in routing.TASK_TOPICS:
-                yield TASK_TAG, Row(result[_TASK_ID], result[_JSON])
+        elif lane == routing.CORRECTION:
+            self.corrections.inc()
+        if result[_TASK_ID] is not None and topic in routing.TASK_TOPICS:
+            yield TASK_TAG, Row(result[_TASK_ID], result[_JSON], lane == routing.LATE)
         yield Row(*result) if lane == routing.ON_TIME else Row(*result[:-1], lane)

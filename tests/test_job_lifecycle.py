@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -25,8 +25,7 @@ from confluent_kafka import Producer
 
 import schemas
 from schemas import WkfTaskEvent, XumiTaskEvent
-from telemetry.settings import REPO_ROOT
-from tests.job_runs import JOB_TIMEOUT_S, decoded, job_command, loaded_clickhouse
+from tests.job_runs import JOB_TIMEOUT_S, decoded, live_job, loaded_clickhouse
 from tests.test_job_heartbeat import Reader, end_offsets
 from tests.test_job_recovery import group_of, uncommitted
 
@@ -62,61 +61,50 @@ def produce(producer: Producer, *records: tuple[str, int, bytes]) -> None:
     assert producer.flush(30) == 0
 
 
-def wait_for(what: str, check: Callable[[], bool], job: subprocess.Popen, log: Any) -> None:
+def wait_for(what: str, check: Callable[[], bool], job: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not check():
-        assert job.poll() is None, f"the job ended:\n{open(log.name).read()[-3000:]}"
+        assert job.poll() is None, f"the job ended:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
 
 
 @pytest.fixture(scope="module")
 def corrected(kafka_url: str, stack_env: dict[str, str], clickhouse_server: str, tmp_path_factory) -> Any:
     work = tmp_path_factory.mktemp("lifecycle")
-    starts = end_offsets(kafka_url, TASKS_TOPIC)
-    began = int(time.time() * 1000)
-    heartbeat = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", "200"],
-                                 cwd=REPO_ROOT, env=stack_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = open(work / "job.log", "w")
-    job = subprocess.Popen(job_command(stack_env, work, "--startup-mode", "timestamp", "--startup-timestamp-ms",
-                                       str(began), "--out-of-orderness-ms", "500", "--checkpoint-interval-ms", "1000",
-                                       "--allowed-lateness-ms", str(ALLOWED_LATENESS_MS), "--orphan-timeout-ms",
-                                       str(ORPHAN_TIMEOUT_MS), "--prometheus-url", "",
-                                       "--lake-uri", str(work / "lake"), bounded=False),
-                           cwd=REPO_ROOT, env=stack_env, stdout=log, stderr=subprocess.STDOUT)
-    facts = Reader(kafka_url, TASKS_TOPIC, starts)
+    facts = Reader(kafka_url, TASKS_TOPIC, end_offsets(kafka_url, TASKS_TOPIC))
     producer = Producer({"bootstrap.servers": kafka_url})
 
     def revisions(task: str) -> list[dict[str, Any]]:
         return [f for f in facts.read(1) if f["task_id"] == f"task-{task}"]
 
     try:
-        # Live first: a checkpoint has committed the source's position (the heartbeats' records). Read as a backlog,
-        # each small partition comes whole in one fetch, and event time would not follow the order produced here.
-        wait_for("the job's first checkpoint", lambda: not time.sleep(1) and sum(
-            uncommitted(kafka_url, group_of(work)).values()) < 2_000, job, log)
-        t = int(time.time() * 1000)
-        produce(producer, xumi("A", "queued", t), xumi("A", "finished", t + 300, output_bytes=5),
-                wkf("B", "started", t), wkf("B", "completed", t + 400),
-                xumi("C", "queued", t), xumi("C", "started", t + 50),
-                wkf("D", "started", t), wkf("D", "completed", t + 400))
-        wait_for("A, B and D reported", lambda: all(revisions(x) for x in "ABD"), job, log)
-        produce(producer, xumi("A", "started", t + 100),  # after its end was reported, within the allowed lateness
-                xumi("D", "queued", t - 50), xumi("D", "started", t + 20),
-                xumi("D", "finished", t + 350, output_bytes=1))
-        wait_for("A and D revised", lambda: all(len(revisions(x)) > 1 for x in "AD"), job, log)
-        wait_for("C orphaned", lambda: bool(revisions("C")), job, log)
-        closed = (t + 1000) - (t + 1000) % 10_000 + 10_000 + ALLOWED_LATENESS_MS + 2_000
-        while time.time() * 1000 < closed:  # the finish's window closes for billing (heartbeats move event time)
-            time.sleep(0.5)
-        produce(producer, xumi("C", "finished", t + 1000, output_bytes=3))
-        wait_for("C completed late", lambda: len(revisions("C")) > 1, job, log)
-        time.sleep(3)  # the checkpoint that commits the last rows
+        with live_job(stack_env, work, "--allowed-lateness-ms", str(ALLOWED_LATENESS_MS),
+                      "--orphan-timeout-ms", str(ORPHAN_TIMEOUT_MS)) as (job, _):
+            log = work / "job.log"
+            # Live first: a checkpoint has committed the source's position (the heartbeats' records). Read as a
+            # backlog, each small partition comes whole in one fetch, and event time would not follow the order
+            # produced here.
+            wait_for("the job's first checkpoint", lambda: not time.sleep(1) and sum(
+                uncommitted(kafka_url, group_of(work)).values()) < 2_000, job, log)
+            t = int(time.time() * 1000)
+            produce(producer, xumi("A", "queued", t), xumi("A", "finished", t + 300, output_bytes=5),
+                    wkf("B", "started", t), wkf("B", "completed", t + 400),
+                    xumi("C", "queued", t), xumi("C", "started", t + 50),
+                    wkf("D", "started", t), wkf("D", "completed", t + 400))
+            wait_for("A, B and D reported", lambda: all(revisions(x) for x in "ABD"), job, log)
+            produce(producer, xumi("A", "started", t + 100),  # after its end was reported, within the lateness
+                    xumi("D", "queued", t - 50), xumi("D", "started", t + 20),
+                    xumi("D", "finished", t + 350, output_bytes=1))
+            wait_for("A and D revised", lambda: all(len(revisions(x)) > 1 for x in "AD"), job, log)
+            wait_for("C orphaned", lambda: bool(revisions("C")), job, log)
+            closed = (t + 1000) - (t + 1000) % 10_000 + 10_000 + ALLOWED_LATENESS_MS + 2_000
+            while time.time() * 1000 < closed:  # the finish's window closes for billing (heartbeats move event time)
+                time.sleep(0.5)
+            produce(producer, xumi("C", "finished", t + 1000, output_bytes=3))
+            wait_for("C completed late", lambda: len(revisions("C")) > 1, job, log)
+            time.sleep(3)  # the checkpoint that commits the last rows
     finally:
         facts.close()
-        for process in (job, heartbeat):
-            process.kill()
-            process.wait()
-        log.close()
     with loaded_clickhouse(stack_env, clickhouse_server) as (client, database):
         yield {"t": t, "revisions": facts.rows, "client": client, "database": database}
 

@@ -1,8 +1,11 @@
 """What carrying money exactly costs the job's Python hop: rows of 7 money columns out of a thread-mode Python
-function, as DOUBLE, DECIMAL (Python Decimal <-> Java BigDecimal) or BIGINT micro-units, then summed per 1 s window in Flink SQL.
+function, as DOUBLE, DECIMAL (Python Decimal <-> Java BigDecimal) or BIGINT micro-units, then summed per 1 s
+window in Flink SQL (BIGINT micro-units summed as BIGINT, or as DECIMAL(38, 0) as the job does).
 
-Prints figures only: `PYTHONPATH=. python benchmarks/bench_money_types.py [--records 300000]`. A local mini-cluster
-per representation; the sequence source and the aggregate are JVM-side, so the differences are the Python hop's.
+Prints figures only: `PYTHONPATH=. python benchmarks/bench_money_types.py [--records 1000000] [--kind KIND]`. A
+local mini-cluster per representation, start-up included in the figure; the sequence source and the aggregate run
+in the JVM, so the differences are the Python hop's hand-over and the sums. Run each kind on its own (--kind) for
+figures that do not share a JVM.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def run(kind: str, records: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", type=int, default=300_000)
+    ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--kind", choices=[*KINDS, "all"], default="all")
     args = ap.parse_args()
     expose_site_packages()

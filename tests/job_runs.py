@@ -106,11 +106,12 @@ def run_job(stack_env: dict[str, str], work: Path, *args: str) -> None:
 def live_job(stack_env: dict[str, str], work: Path, *args: str) -> Iterator[tuple[subprocess.Popen, subprocess.Popen]]:
     """(job, heartbeat): the job unbounded from now on, with watermark heartbeats every 200 ms beside it as in
     production, out-of-orderness 500 ms, checkpoints every second, no enrichment; `args` add to or override those.
-    Its log is work / job.log; both are killed on leaving."""
+    Their logs are work / job.log and work / heartbeat.log (a pipe nobody reads would stall the heartbeat once
+    full, and event time with it); both are killed on leaving."""
     began = int(time.time() * 1000)
-    heartbeat = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", "200"],
-                                 cwd=REPO_ROOT, env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with open(work / "job.log", "w") as log:
+    with open(work / "heartbeat.log", "w") as beats, open(work / "job.log", "w") as log:
+        heartbeat = subprocess.Popen([sys.executable, "-m", "telemetry.heartbeat", "--interval-ms", "200"],
+                                     cwd=REPO_ROOT, env=stack_env, stdout=beats, stderr=subprocess.STDOUT)
         job = subprocess.Popen(job_command(stack_env, work, "--startup-mode", "timestamp", "--startup-timestamp-ms",
                                            str(began), "--out-of-orderness-ms", "500", "--checkpoint-interval-ms",
                                            "1000", "--prometheus-url", "", "--lake-uri", str(work / "lake"), *args,

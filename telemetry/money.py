@@ -19,15 +19,15 @@ from typing import Any, Mapping
 
 SCALE = 6
 MICRO = 10**SCALE
-# Enough digits for any product of two bounded amounts written with up to 40 significant digits each: no step
-# of the arithmetic below rounds before the final rounding to micro-units.
-_EXACT = Context(prec=100)
-# A top-level number of a valid record: a JSON string cannot hold an unescaped quote, so `"credits":` followed by
-# a number only occurs as a key of an object, and the only nested object of these events (labels) holds strings.
-_NUMBER = re.compile(rb'"(units|seconds|credits)"\s*:\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)')
-
-
+# An amount has at most this many digits (more is no amount: refused), so with this precision no step of the
+# arithmetic below rounds before the final rounding of a product to micro-units.
+MAX_DIGITS = 40
+_EXACT = Context(prec=2 * MAX_DIGITS + 10)
+# A key of these fields and the value after it, here a JSON number (the record is valid JSON, so the characters up
+# to the next delimiter are one number).
+_AMOUNT = re.compile(rb'"(units|seconds|credits)"\s*:\s*([-+.0-9eE]+)')
 _CREDIT_FIELDS = ("units", "seconds", "credits")
+_ONE = Decimal(1)
 
 
 class MoneyError(ValueError):
@@ -37,21 +37,36 @@ class MoneyError(ValueError):
 def credit_amounts(raw: bytes, parsed: Mapping[str, Any]) -> dict[str, Decimal]:
     """units, seconds and credits of a valid credit event as exact decimals, from its JSON text.
 
-    The validator's doubles (`parsed`) confirm what the quick scan found; a record whose text holds a key twice or
-    spelt with escapes (JSON allows both) is read again whole, keys resolved as the validator resolves them (the
-    last of a repeated key wins)."""
-    found = {key.decode(): text for key, text in _NUMBER.findall(raw)}  # the last of a repeated key
-    exact = {name: Decimal(text.decode()) for name, text in found.items()}
-    if all(name in exact and float(exact[name]) == parsed[name] for name in _CREDIT_FIELDS):
-        return exact
+    The quick path takes a record without a backslash whose text names each key once with a number after it: a
+    JSON string holds no unescaped quote, so `"credits":` then occurs only as a key, and the one nested object of
+    these events (labels) holds strings. A record that repeats a key or spells one with \\u escapes (JSON allows
+    both) is read again whole, keys resolved as the validator resolves them (the last of a repeated key wins);
+    `parsed` (the validator's doubles) checks it read the same."""
+    if b"\\" not in raw:
+        found = _AMOUNT.findall(raw)
+        if len(found) == 3:
+            exact = {key.decode(): Decimal(text.decode()) for key, text in found if len(text) <= MAX_DIGITS}
+            if len(exact) == 3:
+                return exact
     whole = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
-    return {name: whole[name] for name in _CREDIT_FIELDS}
+    exact = {name: whole[name] for name in _CREDIT_FIELDS}
+    if any(float(exact[name]) != parsed[name] for name in _CREDIT_FIELDS):
+        raise MoneyError(f"the record's amounts {exact} are not the ones validated; refusing to guess")
+    return _bounded(exact)
+
+
+def _bounded(amounts: dict[str, Decimal]) -> dict[str, Decimal]:
+    """The amounts, unless one has more than MAX_DIGITS digits."""
+    for name, value in amounts.items():
+        if len(value.as_tuple().digits) > MAX_DIGITS:
+            raise MoneyError(f"{name}: {value} has more than {MAX_DIGITS} digits; no amount needs them")
+    return amounts
 
 
 def to_micros(name: str, value: Decimal) -> int:
     """value in micro-units; MoneyError when it has more than six decimals."""
-    micros = _EXACT.multiply(value, MICRO)
-    if micros != micros.to_integral_value():
+    micros = value.scaleb(SCALE, _EXACT)
+    if micros != micros.to_integral_value(context=_EXACT):
         raise MoneyError(f"{name}: {value} has more than {SCALE} decimals; amounts are exact to 0.000001")
     return int(micros)
 
@@ -59,7 +74,7 @@ def to_micros(name: str, value: Decimal) -> int:
 def product_micros(a: Decimal, b: Decimal) -> int:
     """a x b in micro-units, rounded half-even."""
     try:
-        return int(_EXACT.multiply(_EXACT.multiply(a, b), MICRO).quantize(Decimal(1), ROUND_HALF_EVEN, _EXACT))
+        return int(_EXACT.multiply(a, b).scaleb(SCALE, _EXACT).quantize(_ONE, ROUND_HALF_EVEN, _EXACT))
     except InvalidOperation:
         raise MoneyError(f"{a} x {b} has more digits than an amount can hold") from None
 

@@ -79,11 +79,14 @@ def test_a_repeated_or_escaped_key_reads_as_the_validator_reads_it() -> None:
     assert amounts(labelled)["credits"] == 5_500_000
 
 
-@pytest.mark.parametrize("text", ["0.1234567", "123456789012.1234567", "1e-7", "0.0000001"])
-def test_amounts_finer_than_a_micro_credit_are_refused_with_a_reason(text: str) -> None:
+@pytest.mark.parametrize("text, rule", [("0.1234567", "more than 6 decimals"),
+                                        ("123456789012.1234567", "more than 6 decimals"),
+                                        ("1e-7", "more than 6 decimals"), ("0.0000001", "more than 6 decimals"),
+                                        ("1." + "0" * 45 + "1", "more than 40 digits")])
+def test_amounts_finer_than_a_micro_credit_are_refused_with_a_reason(text: str, rule: str) -> None:
     rejected = routing.route("kuber_gpu", credit_record(text))
     assert isinstance(rejected, routing.Rejected), rejected
-    assert rejected.reason == "out_of_range" and "more than 6 decimals" in rejected.message and "credits" in rejected.message
+    assert rejected.reason == "out_of_range" and rule in rejected.message and "credits" in rejected.message
 
 
 def test_hostile_numbers_never_raise() -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,8 @@ def loaded_totals(ch: Any, db: str, span: dict[str, int]) -> dict[str, Any]:
 
 
 def cell(value: Any) -> str:
-    """A table cell: large floats with one decimal, small ones (rates, shares) with three significant digits."""
-    if isinstance(value, float):
+    """A table cell: large numbers with one decimal, small ones (rates, shares) with three significant digits."""
+    if isinstance(value, (float, Decimal)):
         return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
     return str(value)
 

@@ -460,7 +460,8 @@ def test_records_reach_kafka_with_event_time_stamps_and_keys(kafka_url: str, tmp
         truth_path = tmp_path / "truth.json"
         code = cli_main(["--seed", str(cfg.seed), "--start", str(cfg.start_ms), "--rate", "1000", "--events", "2000",
                          "--orphan-share", "0.05", "--duplicates", "0.02", "--out-of-order", "0.1",
-                         "--malformed", "0.03", "--max-speed", "--bootstrap", kafka_url, "--truth", str(truth_path),
+                         "--malformed", "0.03", "--workflow-only", "0.1", "--late-starts", "0.1", "--max-speed",
+                         "--bootstrap", kafka_url, "--truth", str(truth_path),
                          "--progress-every", "3600"])
         assert code == 0
         truth = json.loads(truth_path.read_text())

@@ -1,7 +1,8 @@
-"""Benchmark of schemas.validate: microseconds per record, valid and invalid, per family and per reason.
+"""Benchmark of schemas.validate: microseconds per record, valid and invalid, per family and per reason; and of the
+whole hop the job runs per record, pipeline.routing.route (validate, then the wide row, credits read exactly).
 
 Prints figures only (no asserts): `PYTHONPATH=. python benchmarks/bench_validate.py [--seconds 0.3]`.
-The job runs validate once per record in its single Python hop, so these numbers add directly to that hop.
+The job runs route once per record in its single Python hop, so these numbers add directly to that hop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pydantic
 from schemas import FAMILIES, to_json, validate
 from schemas.examples import EXAMPLES, example
 from schemas.registry import topics_for_family
+from pipeline import routing
 
 
 def per_call_us(fn: Callable[[], object], seconds: float) -> float:
@@ -86,6 +88,20 @@ def main() -> int:
         mark = "" if got is not None and got.value == expected else f"  (!! got {got})"
         us = per_call_us(lambda: validate(topic, raw), args.seconds)
         print(f"  {expected:18s} {us:6.2f} µs/record{mark}")
+
+    print("\nthe job's hop (routing.route: validate + wide row), valid records per family:")
+    total = []
+    for family in FAMILIES:
+        topic = topics_for_family(family)[0]
+        raw = dumps(EXAMPLES[family][0])
+        us = per_call_us(lambda: routing.route(topic, raw), args.seconds)
+        total.append(us)
+        print(f"  {family:15s} {us:6.2f} µs/record")
+    print(f"  {'mean':15s} {sum(total) / len(total):6.2f} µs/record")
+    # 18 significant digits: the exact text path a double could not take
+    huge = dumps(example("wkf_gpu")).replace(b'"credits": 12.5', b'"credits": 734512345678.123456')
+    us = per_call_us(lambda: routing.route("wkf_gpu", huge), args.seconds)
+    print(f"  {'wkf_gpu, credits 734512345678.123456':36s} {us:6.2f} µs/record")
 
     print("\nproducer side (simulator/SDK): construct model + to_json:")
     for family in ("xumi_task", "llm_request"):

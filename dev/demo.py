@@ -1,19 +1,20 @@
 """`make demo`: the streaming job on the local session cluster, fed by the simulator, checked in ClickHouse.
 
 Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, sends about 200k
-records over every topic (malformed ones included), waits until ClickHouse holds the simulator's ground
-truth, prints a summary per role, then cancels the job and stops the loader.
+records over every topic (malformed ones included, Workflow-only tasks and starts delivered after their end
+among them), waits until ClickHouse holds the simulator's ground truth (expected_totals), prints a summary per
+role, then cancels the job and stops the loader.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import requests
 from telemetry import clickhouse
 from telemetry import settings as cfg
 from pipeline.routing import WINDOW_MS
+from dev.simulator import truth as ground_truth
 from dev.stack.flink import cli
 
 TIMEOUT_S = 240
@@ -86,11 +88,20 @@ def stop_run(s: cfg.Settings, job_id: str, loader: subprocess.Popen[bytes],
     loader.wait(timeout=60)
 
 
-def expected_totals(truth: dict[str, Any]) -> dict[str, int]:
-    llm = truth["windows"]["llm"]
-    requests_at = len(llm["key"]) + llm["metrics"].index("requests")
-    return {"requests": sum(r[requests_at] for r in llm["rows"]), "dlq": sum(truth["dlq"].values()),
-            "ended tasks": truth["tasks"]["finished"] + truth["tasks"]["failed"]}
+def column_total(truth: dict[str, Any], group: str, metric: str) -> Any:
+    table = truth["windows"][group]
+    at = len(table["key"]) + table["metrics"].index(metric)
+    return sum(r[at] for r in table["rows"])
+
+
+def expected_totals(truth: dict[str, Any]) -> dict[str, Any]:
+    """What ClickHouse must hold: the ended tasks include the Workflow-only ones, the queue time the starts
+    delivered after their end (a correction each), the credits every micro-credit."""
+    ended = truth["tasks"]["finished"] + truth["tasks"]["failed"]
+    return {"requests": column_total(truth, "llm", "requests"), "dlq": sum(truth["dlq"].values()),
+            "ended tasks": ended, "tasks in usage": ended,
+            "task queue ms": column_total(truth, "tasks", "task_queue_ms_sum"),
+            "credits": column_total(truth, "credits", "wkf_credits") + column_total(truth, "credits", "kuber_credits")}
 
 
 # This run's event time: earlier demo runs' rows stay in ClickHouse.
@@ -98,21 +109,25 @@ def in_span(column: str) -> str:
     return f"{column} >= toDateTime({{since:UInt32}}) AND {column} < toDateTime({{until:UInt32}})"
 
 
-def loaded_totals(ch: Any, db: str, span: dict[str, int]) -> dict[str, int]:
-    def q(sql: str) -> int:
-        return int(ch.query(sql, parameters=span).result_rows[0][0])
+def loaded_totals(ch: Any, db: str, span: dict[str, int]) -> dict[str, Any]:
+    def q(sql: str) -> Any:
+        return ch.query(sql, parameters=span).result_rows[0][0]
 
+    usage = f"FROM {db}.usage_10s WHERE {in_span('window_start')}"
     return {
-        "requests": q(f"SELECT sum(requests) FROM {db}.usage_10s WHERE {in_span('window_start')}"),
+        "requests": q(f"SELECT sum(requests) {usage}"),
         "dlq": q(f"SELECT count() FROM {db}.dlq_events FINAL WHERE {in_span('ts')}"),
         "ended tasks": q(f"SELECT count() FROM {db}.task_facts FINAL WHERE status IN ('finished', 'failed') "
                          f"AND {in_span('finished_at')}"),
+        "tasks in usage": q(f"SELECT sum(tasks) {usage}"),
+        "task queue ms": q(f"SELECT sum(task_queue_ms_sum) {usage}"),
+        "credits": q(f"SELECT sum(credits) {usage}"),
     }
 
 
 def cell(value: Any) -> str:
-    """A table cell: large floats with one decimal, small ones (rates, shares) with three significant digits."""
-    if isinstance(value, float):
+    """A table cell: large numbers with one decimal, small ones (rates, shares) with three significant digits."""
+    if isinstance(value, (float, Decimal)):
         return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
     return str(value)
 
@@ -177,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         main_run = simulate(s, start_ms, args.events, args.rate, truth_path)
         if main_run.wait() != 0:
             raise SystemExit("the simulator failed")
-        want = expected_totals(json.loads(truth_path.read_text()))
+        want = expected_totals(ground_truth.load(truth_path))
         ch = clickhouse.connect(s)
         deadline = time.monotonic() + TIMEOUT_S
         while True:

@@ -23,7 +23,7 @@ from pipeline import backfill, routing
 
 from telemetry import __version__, clickhouse, topics
 from telemetry import settings as cfg
-from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3
+from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3, summed
 from pipeline.backfill import BackfillError, Range
 from udfs.python_env import expose_site_packages
 
@@ -104,7 +104,8 @@ def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: froz
     # The wide row's columns usage needs, typed as routing.ROW_FIELDS types them, and the lane.
     picked = ("window_start_ms", *routing.DIMS, *USAGE_SUMS, "error_type", "latency_bucket")
     picks = [_INDEX[name] for name in picked]
-    types = {"str": DataTypes.STRING(), "int": DataTypes.BIGINT(), "float": DataTypes.DOUBLE()}
+    types = {"str": DataTypes.STRING(), "int": DataTypes.BIGINT(), "float": DataTypes.DOUBLE(),
+             "micros": DataTypes.BIGINT()}
 
     @udtf(result_types=[types[_KINDS[name].rstrip("?")] for name in picked] + [DataTypes.BIGINT()])
     def route_lake(topic: str, event_id: str, payload: str):
@@ -112,14 +113,15 @@ def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: froz
         row = routing.route(topic, payload.encode())
         if isinstance(row, routing.Rejected):
             yield (0, *([""] * len(routing.DIMS)), *([0] * len(routing.INT_METRICS)),
-                   *([0.0] * len(routing.FLOAT_METRICS)), None, None, REJECTED)
+                   *([0.0] * len(routing.FLOAT_METRICS)), *([None] * len(routing.MONEY_METRICS)), None, None, REJECTED)
             return
         yield (*(row[i] for i in picks), routing.LATE if event_id in late else routing.ON_TIME)
 
     t_env.create_temporary_function("route_lake", route_lake)
     t_env.execute_sql(lake_ddl("lake", a.lake_uri))
     on_time = f"lane = {routing.ON_TIME}"
-    sums = ", ".join(f"SUM(IF({on_time}, {m}, {'0.0' if m in routing.FLOAT_METRICS else '0'})) AS {m}"
+    sums = ", ".join(f"{summed(m, on_time)} AS {m}" if m in routing.MONEY_METRICS else
+                     f"SUM(IF({on_time}, {m}, {'0.0' if m in routing.FLOAT_METRICS else '0'})) AS {m}"
                      for m in USAGE_SUMS)
     dims = ", ".join(routing.DIMS)
     keys = ", ".join(f"r.{d}" for d in routing.DIMS)  # the lake has some of these columns too

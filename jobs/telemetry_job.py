@@ -9,7 +9,6 @@ Submit with `flink run -py jobs/telemetry_job.py -pyfs <repo>` or run locally wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -25,15 +24,34 @@ from telemetry import __version__, topics
 from telemetry import settings as cfg
 from telemetry.checkpoints import NoCheckpointError, latest_checkpoint
 from pipeline.enrichment.queries import load_config
-from pipeline.facts import task_fact_row, task_usage_delta
 from pipeline.lifecycle import LifecycleConfig
 from udfs.enrichment import PrometheusEnrichment, add_enrichment
-from udfs.lifecycle import FACT_ROW_TYPE, JOIN_DLQ_TAG, LifecycleJoin, to_fact
+from udfs.ledger import DELTA_TAG, FactLedger, fact_key
+from udfs.lifecycle import FACT_ROW_TYPE, JOIN_DLQ_TAG, LifecycleJoin
 from udfs.python_env import expose_site_packages
 from udfs.route import DLQ_TAG, TASK_TAG, WIDE_ROW_TYPE, Route
 
-USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS)
-SUM_COLUMNS = ", ".join(f"{m} {'DOUBLE' if m in routing.FLOAT_METRICS else 'BIGINT'}" for m in USAGE_SUMS)
+USAGE_SUMS = (*routing.INT_METRICS, *routing.FLOAT_METRICS, *routing.MONEY_METRICS)
+# Credits and unit-seconds leave as exact decimals (ClickHouse's Decimal(38, 6), written as plain JSON numbers).
+MONEY = "DECIMAL(38, 6)"
+SUM_TYPES = {**{m: "BIGINT" for m in routing.INT_METRICS}, **{m: "DOUBLE" for m in routing.FLOAT_METRICS},
+             **{m: MONEY for m in routing.MONEY_METRICS}}
+SUM_COLUMNS = ", ".join(f"{m} {SUM_TYPES[m]}" for m in USAGE_SUMS)
+
+
+def summed(m: str, when: str = "") -> str:
+    """SQL: the sum of a usage metric over a group (of its rows matching `when`, for money). Money is summed as
+    DECIMAL(38, 0) micro-units (a BIGINT sum could overflow: one record may carry 10^18 of them) and scaled to
+    MONEY once per group."""
+    if m in routing.MONEY_METRICS:
+        value = f"CASE WHEN {when} THEN {m} END" if when else m
+        return f"CAST(COALESCE(SUM(CAST({value} AS DECIMAL(38, 0))), 0) * 0.000001 AS {MONEY})"
+    return f"SUM({m})"
+
+
+def single(m: str) -> str:
+    """SQL: one event's usage metric as the sink column holds it."""
+    return f"CAST(COALESCE({m}, 0) * 0.000001 AS {MONEY})" if m in routing.MONEY_METRICS else m
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -106,7 +124,8 @@ def kafka_sink_ddl(name: str, topic: str, bootstrap: str, columns: str, deployme
     # Transactions commit on checkpoint; transaction.timeout.ms stays below the broker's 15 min maximum.
     return f"""CREATE TEMPORARY TABLE {name} ({columns}) WITH (
         'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
-        'format' = '{fmt}', 'sink.delivery-guarantee' = 'exactly-once',
+        'format' = '{fmt}', {"'json.encode.decimal-as-plain-number' = 'true'," if fmt == "json" else ""}
+        'sink.delivery-guarantee' = 'exactly-once',
         'sink.transactional-id-prefix' = '{transactional_id_prefix(deployment, name)}',
         'properties.transaction.timeout.ms' = '600000')"""
 
@@ -245,7 +264,7 @@ def add_usage(sinks: Sinks, a: argparse.Namespace) -> None:
     dims = ", ".join(routing.DIMS)
     dim_cols = ", ".join(f"{d} STRING" for d in routing.DIMS)
     usage_cols = f"window_start BIGINT, {dim_cols}, {SUM_COLUMNS}, "
-    sums = ",\n        ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
+    sums = ",\n        ".join(f"{summed(m)} AS {m}" for m in USAGE_SUMS)
     sinks.add("usage_sink", "telemetry.ch.usage.v1", f"""
         SELECT window_start_ms / 1000, {dims},
         {sums},
@@ -256,7 +275,7 @@ def add_usage(sinks: Sinks, a: argparse.Namespace) -> None:
         GROUP BY window_start, window_end, window_start_ms, {dims}""",
               usage_cols + "latency_hist MULTISET<STRING>, errors_by_type MULTISET<STRING>", fmt="json")
     sinks.add("correction_sink", "telemetry.ch.usage.v1", f"""
-        SELECT window_start_ms / 1000, {dims}, {", ".join(USAGE_SUMS)},
+        SELECT window_start_ms / 1000, {dims}, {", ".join(single(m) for m in USAGE_SUMS)},
         CASE WHEN latency_bucket IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>)
              ELSE MAP[CAST(latency_bucket AS STRING), CAST(1 AS BIGINT)] END,
         CASE WHEN error_type IS NULL THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[error_type, CAST(1 AS BIGINT)] END
@@ -289,17 +308,21 @@ def add_ingest_counters(sinks: Sinks, a: argparse.Namespace) -> None:
 def add_user_usage(sinks: Sinks, a: argparse.Namespace) -> None:
     """Running usage per user and UTC day of event time on telemetry.usage.v1 (compacted, keyed), for the quota
     service: each update carries the day's totals so far, so the newest record of a key is its usage. Late events
-    stay out, as in usage_10s. Upserts are idempotent, so at-least-once delivery is exact here."""
-    sums = ", ".join(f"SUM({m}) AS {m}" for m in USAGE_SUMS)
+    stay out, as in usage_10s. Upserts are idempotent, so at-least-once delivery is exact here. Money is a plain
+    decimal number (up to six decimals): read it as a decimal, not a double."""
     sinks.t_env.execute_sql(f"""CREATE TEMPORARY TABLE user_usage (
         tenant_id STRING, department_id STRING, user_id STRING, `day` STRING, events BIGINT, {SUM_COLUMNS},
         PRIMARY KEY (tenant_id, department_id, user_id, `day`) NOT ENFORCED
     ) WITH (
         'connector' = 'upsert-kafka', 'topic' = '{topics.USAGE_TOPIC}', 'properties.bootstrap.servers' = '{a.bootstrap}',
-        'key.format' = 'json', 'value.format' = 'json')""")
+        'key.format' = 'json', 'value.format' = 'json', 'value.json.encode.decimal-as-plain-number' = 'true')""")
     # Summed per slice first, as usage_10s is (a slice holds far fewer users than events), corrections one by one;
-    # then the running sum per key emits one update per slice and user instead of one per event.
-    metrics = ", ".join(USAGE_SUMS)
+    # then the running sum per key emits one update per slice and user instead of one per event. Money stays in
+    # micro-units (DECIMAL(38, 0)) until the day's total.
+    def micros(m: str) -> str:
+        return f"CAST({m} AS DECIMAL(38, 0))" if m in routing.MONEY_METRICS else m
+    sums = ", ".join(f"SUM({micros(m)}) AS {m}" for m in USAGE_SUMS)
+    metrics = ", ".join(micros(m) for m in USAGE_SUMS)
     day = "DATE_FORMAT(TO_TIMESTAMP_LTZ(window_start_ms, 3), 'yyyy-MM-dd')"
     sinks.t_env.create_temporary_view("user_slices", sinks.t_env.sql_query(f"""
         SELECT tenant_id, department_id, user_id, {day} AS `day`, COUNT(*) AS events, {sums}
@@ -312,30 +335,31 @@ def add_user_usage(sinks: Sinks, a: argparse.Namespace) -> None:
     # The global state TTL (--dedup-ttl-ms) would forget a quiet user's day: this aggregate keeps keys two days.
     sinks.statements.add_insert_sql(f"""INSERT INTO user_usage
         SELECT /*+ STATE_TTL('user_slices' = '2 d') */ tenant_id, department_id, user_id, `day`,
-               SUM(events), {", ".join(f"SUM({m})" for m in USAGE_SUMS)}
+               SUM(events), {", ".join(summed(m) for m in USAGE_SUMS)}
         FROM user_slices GROUP BY tenant_id, department_id, user_id, `day`""")
 
 
 def add_lifecycle(sinks: Sinks, task_events: DataStream, a: argparse.Namespace) -> DataStream:
     """Task events -> lifecycle join keyed by task_id -> Prometheus enrichment (the one process-mode operator)
-    -> task_facts rows, and each ended attempt's usage delta. Returns the DLQ rows of events the join failed on."""
+    -> the ledger keyed by attempt -> task_facts rows (every revision), and the usage deltas that keep usage_10s
+    equal to each attempt's counted revision. Returns the DLQ rows of events the join failed on."""
     t_env = sinks.t_env
+    rules = LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, allowed_lateness_ms=a.allowed_lateness_ms,
+                            job_version=a.job_version)
     joined = (task_events.key_by(lambda r: r[0], key_type=Types.STRING())
-              .process(LifecycleJoin(LifecycleConfig(orphan_timeout_ms=a.orphan_timeout_ms, job_version=a.job_version)),
-                       output_type=FACT_ROW_TYPE)
+              .process(LifecycleJoin(rules), output_type=FACT_ROW_TYPE)
               .name("lifecycle join").uid("lifecycle-join"))
     facts = joined
     if a.prometheus_url:
         config = load_config(os.environ, prometheus_url=a.prometheus_url)
         facts = add_enrichment(facts, PrometheusEnrichment(config), timeout_s=a.enrichment_timeout_s)
         facts = facts.name("prometheus enrichment").uid("prometheus-enrichment")
-    rows = facts.map(lambda r: json.dumps(task_fact_row(to_fact(r)), separators=(",", ":")), output_type=Types.STRING())
-    deltas = (facts.map(lambda r: json.dumps(task_usage_delta(to_fact(r)), separators=(",", ":")),
-                        output_type=Types.STRING())
-              .filter(lambda text: text != "null"))
+    rows = (facts.key_by(fact_key, key_type=Types.STRING())
+            .process(FactLedger(a.allowed_lateness_ms), output_type=Types.STRING())
+            .name("task usage ledger").uid("task-usage-ledger"))
     one_string = Schema.new_builder().column("f0", "STRING").build()
     t_env.create_temporary_view("task_fact_rows", t_env.from_data_stream(rows, one_string))
-    t_env.create_temporary_view("task_deltas", t_env.from_data_stream(deltas, one_string))
+    t_env.create_temporary_view("task_deltas", t_env.from_data_stream(rows.get_side_output(DELTA_TAG), one_string))
     sinks.add("tasks_sink", "telemetry.ch.tasks.v1", "SELECT f0 FROM task_fact_rows")
     sinks.add("task_usage_sink", "telemetry.ch.usage.v1", "SELECT f0 FROM task_deltas")
     return joined.get_side_output(JOIN_DLQ_TAG)

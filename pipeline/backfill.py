@@ -88,12 +88,13 @@ def late_event_ids(client: Client, database: str, span: Range) -> set[str]:
 
 _FACT_COLUMNS = ("status", "attempt", "tenant_id", "department_id", "project_id", "user_id", "base_model",
                  "model_version", "checkpoint_id", "checkpoint_version", "queue_ms", "checkpoint_load_ms", "init_ms",
-                 "inference_ms", "total_ms", "cpu_seconds", "gpu_seconds")
+                 "inference_ms", "total_ms", "cpu_seconds", "gpu_seconds", "late")
 
 
 def task_deltas(client: Client, database: str, span: Range) -> list[dict[str, Any]]:
-    """usage_10s deltas of the attempts that ended in the range, from task_facts (the lifecycle join's output,
-    already enriched), through the same rule the streaming job applies (pipeline.facts.task_usage_delta)."""
+    """usage_10s deltas of the attempts that ended in the range, from task_facts (each attempt's newest revision,
+    enriched), through the rule of the streaming job's ledger (pipeline.facts): an attempt counts as its newest
+    revision, or not at all when that one's end came late (a counted attempt never takes a late event)."""
     columns = ", ".join(_FACT_COLUMNS)
     result = client.query(
         f"SELECT {columns}, toUnixTimestamp64Milli(finished_at) AS finished_ms FROM {database}.task_facts FINAL "
@@ -140,7 +141,8 @@ def replace_usage(client: Client, database: str, span: Range, rows: Iterable[dic
         client.command(f"INSERT INTO {staging[USAGE_TABLE]} SELECT * FROM {database}.{USAGE_TABLE} "
                        f"WHERE toYYYYMM(window_start) IN ({', '.join(map(str, span.months))}) "
                        f"AND NOT ({span.sql('window_start')})", settings=settings)
-        lines = [json.dumps(r, separators=(",", ":")) for r in rows]
+        # Decimal money as text, which ClickHouse reads into Decimal(38, 6) exactly (json writes no decimal number)
+        lines = [json.dumps(r, separators=(",", ":"), default=str) for r in rows]
         if lines:
             client.raw_insert(staging[USAGE_TABLE], insert_block="\n".join(lines).encode(), fmt="JSONEachRow",
                               settings=settings)

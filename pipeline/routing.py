@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import schemas
-from pipeline import sketch
+from pipeline import money, sketch
 
 WINDOW_MS = 10_000
 DIMS = ("tenant_id", "department_id", "project_id", "user_id", "model", "model_version", "checkpoint_id",
@@ -23,25 +23,30 @@ DIMS = ("tenant_id", "department_id", "project_id", "user_id", "model", "model_v
 # The usage metrics one event contributes, named as usage_10s names them (sql/clickhouse/migrations/0003_usage.sql).
 INT_METRICS = ("requests", "errors", "tokens_in", "tokens_out", "loads", "load_cache_hits", "load_bytes",
                "load_ms_sum", "audit_events", "access_denied", "transfers", "transfer_bytes")
-FLOAT_METRICS = ("latency_ms_sum", "wkf_cpu_seconds", "wkf_gpu_seconds", "wkf_credits", "kuber_cpu_seconds",
-                 "kuber_gpu_seconds", "kuber_credits", "credits")
+FLOAT_METRICS = ("latency_ms_sum",)
+# Credits and allocated unit-seconds: exact, as integer micro-units (pipeline/money.py), None where the event
+# carries none, so the job's decimal sums only do work for the events that have some.
+MONEY_METRICS = ("wkf_cpu_seconds", "wkf_gpu_seconds", "wkf_credits", "kuber_cpu_seconds", "kuber_gpu_seconds",
+                 "kuber_credits", "credits")
 AUDIT_TOPICS = frozenset({"pbac_access", "pbac_politics", "pbac_service", "asset_access"})
 TASK_TOPICS = frozenset({"xumi_task", "xumi_load", "wkf_task"})
 
-# (name, kind) of the wide row, in order; kinds: str, int, float, and str? / int? for nullable.
+# (name, kind) of the wide row, in order; kinds: str, int, float, micros (a nullable 64-bit integer of
+# micro-units), and str? / int? for nullable.
 ROW_FIELDS: tuple[tuple[str, str], ...] = (
     ("topic", "str"), ("event_id", "str"), ("event_name", "str"), ("ts_ms", "int"), ("window_start_ms", "int"),
     *((d, "str") for d in DIMS),
     ("node_id", "str"), ("host_name", "str"), ("vm_type", "str"),
     *((m, "int") for m in INT_METRICS),
     *((m, "float") for m in FLOAT_METRICS),
+    *((m, "micros") for m in MONEY_METRICS),
     ("error_type", "str?"), ("latency_bucket", "int?"),
     ("subject", "str"), ("action", "str"), ("resource", "str"), ("decision", "str"), ("policy_id", "str"),
     ("task_id", "str?"), ("event_json", "str"),
     ("lane", "int"),  # ON_TIME, CORRECTION or LATE: which path the event takes after deduplication
 )
 ROW_NAMES = tuple(name for name, _ in ROW_FIELDS)
-_ZERO_METRICS = {**{m: 0 for m in INT_METRICS}, **{m: 0.0 for m in FLOAT_METRICS}}
+_ZERO_METRICS = {**{m: 0 for m in INT_METRICS}, **{m: 0.0 for m in FLOAT_METRICS}, **{m: None for m in MONEY_METRICS}}
 
 
 # Lanes of a valid event. ON_TIME: its slice window is still open. CORRECTION: its slice already fired, yet its
@@ -128,7 +133,10 @@ def route(topic: str, raw: bytes | None) -> tuple[Any, ...] | Rejected:
     result = schemas.validate(topic, raw)
     if not result.ok:
         return Rejected(result.reason.value, result.message)
-    return wide_row(topic, result.event, raw)
+    try:
+        return wide_row(topic, result.event, raw)
+    except money.MoneyError as exc:  # the exact reading of an amount the validator only saw as a double
+        return Rejected(schemas.Reason.OUT_OF_RANGE.value, str(exc))
 
 
 def wide_row(topic: str, event: schemas.Envelope, raw: bytes) -> tuple[Any, ...]:
@@ -151,12 +159,13 @@ def wide_row(topic: str, event: schemas.Envelope, raw: bytes) -> tuple[Any, ...]
         "lane": ON_TIME,
     }
     family = schemas.TOPIC_FAMILY[topic]
-    _CONTRIBUTIONS.get(family, _nothing)(data, labels, row)
+    # Task lifecycle families add no usage of their own: task facts come from the lifecycle join.
+    contribute = _CONTRIBUTIONS.get(family)
+    if contribute is not None:
+        contribute(data, labels, row)
+    elif family in _CREDIT_SYSTEMS:
+        _credits(data, labels, row, raw, *_CREDIT_SYSTEMS[family])
     return tuple(row[name] for name in ROW_NAMES)
-
-
-def _nothing(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any]) -> None:
-    """Families that add no usage of their own (task lifecycle facts come from the lifecycle join)."""
 
 
 def _llm(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any]) -> None:
@@ -181,12 +190,16 @@ def _credit_dims(labels: dict[str, str], row: dict[str, Any]) -> None:
                checkpoint_id=labels.get("checkpoint_id", ""), checkpoint_version=labels.get("checkpoint_version", ""))
 
 
-def _credits(system: str, resource: str):
-    def contribute(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any]) -> None:
-        _credit_dims(labels, row)
-        row[f"{system}_{resource}_seconds"] = float(data["units"]) * float(data["seconds"])
-        row[f"{system}_credits"] = row["credits"] = float(data["credits"])
-    return contribute
+def _credits(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any], raw: bytes, system: str,
+             resource: str) -> None:
+    _credit_dims(labels, row)
+    amounts = money.credit_amounts(raw, data)
+    row[f"{system}_{resource}_seconds"] = money.product_micros(amounts["units"], amounts["seconds"])
+    row[f"{system}_credits"] = row["credits"] = money.to_micros("credits", amounts["credits"])
+
+
+_CREDIT_SYSTEMS = {"wkf_cpu": ("wkf", "cpu"), "wkf_gpu": ("wkf", "gpu"), "kuber_cpu": ("kuber", "cpu"),
+                   "kuber_gpu": ("kuber", "gpu")}
 
 
 def _audit(subject: str, action: str, resource: str, decision: str, policy: str):
@@ -210,8 +223,6 @@ def _transfer(data: dict[str, Any], labels: dict[str, str], row: dict[str, Any])
 _CONTRIBUTIONS = {
     "llm_request": _llm,
     "xumi_load": _load,
-    "wkf_cpu": _credits("wkf", "cpu"), "wkf_gpu": _credits("wkf", "gpu"),
-    "kuber_cpu": _credits("kuber", "cpu"), "kuber_gpu": _credits("kuber", "gpu"),
     "pbac_access": _audit("subject", "action", "resource", "decision", "policy_id"),
     "pbac_politics": _policy_change,
     "pbac_service": _audit("service", "action", "service", "status", ""),

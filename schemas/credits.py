@@ -28,7 +28,10 @@ class CreditEvent(Envelope):
     resource: Literal["cpu", "gpu"] = Field(description="cpu or gpu; must match the topic")
     units: float = Field(gt=0, le=MAX_UNITS, description="Cores (cpu) or GPUs (gpu) used")
     seconds: float = Field(gt=0, le=MAX_SECONDS, description="How long they were used")
-    credits: float = Field(ge=0, le=1e12, description="Credits charged for this usage")
+    # Exact: the job reads the number's decimal text, never the double (pipeline/money.py), and refuses a value
+    # finer than a micro-credit; the validator checks the bounds.
+    credits: float = Field(ge=0, le=1e12, description="Credits charged for this usage: an exact decimal with at most "
+                           "6 decimals (the job reads the JSON number's text, not a double, and refuses finer values)")
     task_id: Id | None = Field(default=None, description="Task the usage belongs to, if any")
 
     @model_validator(mode="after")

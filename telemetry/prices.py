@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import math
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from telemetry import clickhouse, settings
 
@@ -39,6 +39,7 @@ UNUSED = {
 # valid_to of an open-ended period: DateTime64(3) ends in 2299
 OPEN_END = datetime(2299, 12, 31, tzinfo=timezone.utc)
 COLUMNS = ("kind", "item", "unit_price", "currency", "valid_from", "valid_to")
+PRICE_DECIMALS = 12  # price_catalogue.unit_price is Decimal(38, 12): costs are exact decimals (0009_exact_costs.sql)
 _ITEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _YAML_KEYS = frozenset({"version", "currency", "valid_from", "valid_to", "prices"})
@@ -70,6 +71,14 @@ def _utc_hour(value: Any, field: str) -> datetime:
     return moment
 
 
+def _decimals(number: Decimal) -> int:
+    """Digits after the point, trailing zeros left out: Decimal('0.50') has one."""
+    _, digits, exponent = number.as_tuple()
+    while exponent < 0 and digits and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    return max(0, -exponent)
+
+
 class Price(BaseModel):
     """One row of a catalogue: the unit price of one item of one kind over [valid_from, valid_to)."""
 
@@ -77,7 +86,7 @@ class Price(BaseModel):
 
     kind: str
     item: str
-    unit_price: float = Field(allow_inf_nan=False)
+    unit_price: Decimal
     currency: str
     valid_from: datetime
     valid_to: datetime | None = None  # None: open-ended
@@ -99,15 +108,19 @@ class Price(BaseModel):
 
     @field_validator("unit_price", mode="before")
     @classmethod
-    def _price(cls, value: Any) -> float:
+    def _price(cls, value: Any) -> Decimal:
+        # The decimal the text means: YAML reads 0.0005 as a double, whose shortest text is 0.0005 again.
         try:
-            number = float(value)
-        except (TypeError, ValueError):
+            number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        except (InvalidOperation, TypeError, ValueError):
             raise ValueError(f"unit_price {value!r} is not a number") from None
-        if not math.isfinite(number):
+        if not number.is_finite():
             raise ValueError(f"unit_price {value!r} is not a finite number")
         if number < 0:
             raise ValueError(f"unit_price {value!r} is negative; prices are >= 0")
+        if number.adjusted() >= 38 - PRICE_DECIMALS or _decimals(number) > PRICE_DECIMALS:
+            raise ValueError(f"unit_price {value!r} has more than {PRICE_DECIMALS} decimals or 26 digits before the "
+                             "point; the catalogue keeps prices exact to 10^-12")
         return number
 
     @field_validator("currency", mode="before")
@@ -139,7 +152,7 @@ class Price(BaseModel):
     def end(self) -> datetime:
         return self.valid_to or OPEN_END
 
-    def key(self) -> tuple[str, str, float, str, datetime, datetime]:
+    def key(self) -> tuple[str, str, Decimal, str, datetime, datetime]:
         """What a loaded row must equal for a version to count as the same catalogue."""
         return (self.kind, self.item, self.unit_price, self.currency, self.valid_from, self.end)
 
@@ -154,7 +167,7 @@ class Catalogue:
     def currency(self) -> str:
         return self.prices[0].currency
 
-    def keys(self) -> frozenset[tuple[str, str, float, str, datetime, datetime]]:
+    def keys(self) -> frozenset[tuple[str, str, Decimal, str, datetime, datetime]]:
         return frozenset(p.key() for p in self.prices)
 
     def digest(self) -> str:
@@ -299,12 +312,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _loaded(client: Client, database: str) -> dict[int, frozenset[tuple[str, str, float, str, datetime, datetime]]]:
+def _loaded(client: Client, database: str) -> dict[int, frozenset[tuple[str, str, Decimal, str, datetime, datetime]]]:
     """version -> its rows as Price.key() tuples."""
     rows = client.query(
         f"SELECT version, kind, item, unit_price, currency, valid_from, valid_to FROM {database}.{TABLE} FINAL"
     ).result_rows
-    out: dict[int, set[tuple[str, str, float, str, datetime, datetime]]] = {}
+    out: dict[int, set[tuple[str, str, Decimal, str, datetime, datetime]]] = {}
     for version, kind, item, price, currency, start, end in rows:
         out.setdefault(version, set()).add((kind, item, price, currency, _utc(start), _utc(end)))
     return {v: frozenset(keys) for v, keys in out.items()}
@@ -396,7 +409,7 @@ def _summary(catalogue: Catalogue) -> str:
 def _table(rows: Iterable[tuple[Any, ...]]) -> list[str]:
     header = ("kind", "item", "unit_price", "currency", "valid_from", "valid_to", "version")
     cells = [header] + [
-        (kind, item, f"{price:g}", currency, f"{_utc(start):%Y-%m-%d %H:%M}",
+        (kind, item, format(price.normalize(), "f"), currency, f"{_utc(start):%Y-%m-%d %H:%M}",
          "open" if _utc(end) >= OPEN_END else f"{_utc(end):%Y-%m-%d %H:%M}", str(version))
         for kind, item, price, currency, start, end, version in rows
     ]

@@ -1,8 +1,9 @@
 """The lifecycle join as a KeyedProcessFunction keyed by task_id: pipeline.lifecycle in a ValueState (its JSON
 text) with its deadlines as event-time timers. Input: the canonical JSON (str) of a valid xumi_task, xumi_load
-or wkf_task event, or a row (task_id, event_json, topic, partition, offset, kafka_ts_ms). Output: FACT_ROW_TYPE,
-a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG); events the join fails on leave on
-JOIN_DLQ_TAG as DLQ rows (reason internal_error), the task's state left as it was before them.
+or wkf_task event, or a row (task_id, event_json, late, topic, partition, offset, kafka_ts_ms). Output:
+FACT_ROW_TYPE, a ROW_NAMED with task_facts' columns (timestamps as epoch ms, LONG), one row per report or revision
+of an attempt; events the join fails on leave on JOIN_DLQ_TAG as DLQ rows (reason internal_error), the task's
+state left as it was before them.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ class LifecycleJoin(KeyedProcessFunction):
         self.internal_errors = runtime_context.get_metrics_group().add_group("dlq_reason").counter("internal_error")
 
     def process_element(self, value: str | Row, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        # The job hands over rows (task_id, event_json, topic, partition, offset, kafka_ts_ms); a JSON text works too.
-        text = value if isinstance(value, str) else value[1]
+        # The job hands over rows (task_id, event_json, late, topic, partition, offset, kafka_ts_ms) from validate and
+        # route; a plain JSON text works too.
+        text, late = (value, False) if isinstance(value, str) else (value[1], bool(value[2]))
         timers = ctx.timer_service()
         try:
-            out = self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg), timers)
+            out = self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg, late), timers)
         except Exception as exc:  # noqa: BLE001 - the event goes to the DLQ; the stored state is untouched
-            position = ("", 0, 0, 0) if isinstance(value, str) else tuple(value[2:6])
+            position = ("", 0, 0, 0) if isinstance(value, str) else tuple(value[3:7])
             yield JOIN_DLQ_TAG, self._dlq_row(*position, text.encode(), exc)
             return
         yield from out

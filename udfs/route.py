@@ -1,8 +1,8 @@
 """The job's one Python hop for every record: pipeline.routing in a ProcessFunction.
 
 Valid events leave as typed wide rows (main output) with their lane (on time, correction, late); rejected records
-as DLQ rows, and task lifecycle events once more for the lifecycle join (side outputs), so nothing consumed is
-dropped without a trace.
+as DLQ rows, and task lifecycle events once more for the lifecycle join, late ones flagged (side outputs), so
+nothing consumed is dropped without a trace.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from pyflink.datastream import OutputTag, ProcessFunction
 from pipeline import routing
 
 _KIND_TYPES = {"str": Types.STRING(), "str?": Types.STRING(), "int": Types.LONG(), "int?": Types.INT(),
-               "float": Types.DOUBLE()}
+               "float": Types.DOUBLE(), "micros": Types.LONG()}
 WIDE_ROW_TYPE = Types.ROW_NAMED(list(routing.ROW_NAMES), [_KIND_TYPES[k] for _, k in routing.ROW_FIELDS])
 # DLQ rows: the source topic, the 10 s ingest window it is counted in and the JSON record the loader inserts into
 # dlq_events.
 DLQ_ROW_TYPE = Types.ROW_NAMED(["topic", "window_start_ms", "record"], [Types.STRING(), Types.LONG(), Types.STRING()])
 DLQ_TAG = OutputTag("dlq", DLQ_ROW_TYPE)
 # Task lifecycle events for the lifecycle join, straight from here: taking them from the SQL side would make the
-# planner compute the deduplication a second time for that branch (the join drops duplicates itself). The source
-# position goes along, so an event the join fails on reaches the DLQ as the record it came in.
-TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json", "topic", "partition", "offset", "kafka_ts_ms"],
-                                [Types.STRING(), Types.STRING(), Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+# planner compute the deduplication a second time for that branch (the join drops duplicates itself). late: the
+# event's window is closed for billing (its LATE lane); the join still completes attempts counted in no usage. The
+# source position goes along, so an event the join fails on reaches the DLQ as the record it came in.
+TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json", "late", "topic", "partition", "offset", "kafka_ts_ms"],
+                                [Types.STRING(), Types.STRING(), Types.BOOLEAN(), Types.STRING(), Types.INT(),
+                                 Types.LONG(), Types.LONG()])
 TASK_TAG = OutputTag("tasks", TASK_ROW_TYPE)
 _TASK_ID = routing.ROW_NAMES.index("task_id")
 _JSON = routing.ROW_NAMES.index("event_json")
@@ -78,10 +80,8 @@ class Route(ProcessFunction):
             if not isinstance(result, routing.Rejected):
                 lane = routing.lane(result[3], record_ts, watermark, self.allowed_lateness_ms, self.slice_ms)
                 row = Row(*result) if lane == routing.ON_TIME else Row(*result[:-1], lane)
-                # A late end event would move a window closed for billing: the attempt is reported as orphaned.
-                task = (Row(result[_TASK_ID], result[_JSON], topic, partition, offset, record_ts)
-                        if lane != routing.LATE and result[_TASK_ID] is not None and topic in routing.TASK_TOPICS
-                        else None)
+                task = (Row(result[_TASK_ID], result[_JSON], lane == routing.LATE, topic, partition, offset, record_ts)
+                        if result[_TASK_ID] is not None and topic in routing.TASK_TOPICS else None)
         except Exception as exc:  # noqa: BLE001 - any failure of one record's handling is that record's DLQ reason
             result = routing.internal_error(exc)
         if isinstance(result, routing.Rejected):

@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
                           "lifecycles fit short runs; every lifecycle ends inside the run)")
     mix.add_argument("--credit-interval", type=int, default=d.credit_interval_s, metavar="S",
                      help=f"seconds of use per credit record, at most (default {d.credit_interval_s})")
+    mix.add_argument("--workflow-only", type=float, default=d.workflow_only_share,
+                     help="share of tasks only the Workflow service reports (TaskStarted and its end, no XUMI "
+                          f"events) (default {d.workflow_only_share})")
+    mix.add_argument("--credits-near-max", action="store_true",
+                     help="credit records carry credits just under the contract's maximum of 1e12, with six "
+                          "decimals, so totals reach about 1e14 (for tests of exact money)")
 
     faults_g = p.add_argument_group("delivery faults")
     faults_g.add_argument("--duplicates", type=float, default=d.duplicate_share,
@@ -96,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
                           help=f"share of records delivered late (default {d.out_of_order_share})")
     faults_g.add_argument("--max-out-of-order-ms", type=int, default=d.max_out_of_order_ms,
                           help=f"the most event time a record is delivered late by (default {d.max_out_of_order_ms})")
+    faults_g.add_argument("--late-starts", type=float, default=d.late_start_share,
+                          help="share of ended task attempts whose xumi.task.started is delivered after their end "
+                               f"(default {d.late_start_share})")
+    faults_g.add_argument("--late-start-delay-ms", type=int, default=d.late_start_delay_ms,
+                          help="how far after its attempt's end such a start is delivered, in event time (up to 1 s "
+                               f"more; default {d.late_start_delay_ms}: past the job's default out-of-orderness)")
     faults_g.add_argument("--malformed", type=float, default=d.malformed_share,
                           help=f"share of records replaced by malformed ones (default {d.malformed_share})")
     faults_g.add_argument("--malformed-kinds", default="",
@@ -123,8 +135,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         checkpoints_per_model=args.checkpoints_per_model, nodes=args.nodes, share_llm=args.share_llm,
         share_tasks=args.share_tasks, share_audit=args.share_audit, max_attempts=args.max_attempts,
         orphan_share=args.orphan_share, task_time_scale=args.task_time_scale, credit_interval_s=args.credit_interval,
+        workflow_only_share=args.workflow_only, credits_near_max=args.credits_near_max,
         duplicate_share=args.duplicates, out_of_order_share=args.out_of_order,
-        max_out_of_order_ms=args.max_out_of_order_ms, malformed_share=args.malformed, malformed_kinds=kinds,
+        max_out_of_order_ms=args.max_out_of_order_ms, late_start_share=args.late_starts,
+        late_start_delay_ms=args.late_start_delay_ms, malformed_share=args.malformed, malformed_kinds=kinds,
     )
 
 

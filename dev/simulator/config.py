@@ -43,11 +43,18 @@ class SimConfig:
     # complete most lifecycles (every lifecycle must end inside the run) and long runs get realistic times.
     task_time_scale: float | None = None
     credit_interval_s: int = 30  # credit records cover at most this much usage each (seed 000: 30 s metrics)
+    workflow_only_share: float = 0.05  # tasks only the Workflow service reports: TaskStarted and its end, no XUMI
+    # Credit records carry credits just under the event contract's maximum (1e12, all six decimals used), so
+    # department totals reach about 1e14: sums a double cannot hold exactly (tests of exact money).
+    credits_near_max: bool = False
 
     # Delivery effects.
     duplicate_share: float = 0.01  # of valid events, re-delivered once more with the same bytes
     out_of_order_share: float = 0.05  # of records, delivered late ...
     max_out_of_order_ms: int = 5_000  # ... by at most this much event time
+    late_start_share: float = 0.02  # of ended attempts, whose xumi.task.started is delivered after their end ...
+    late_start_delay_ms: int = 8_000  # ... by this much event time (and up to 1 s more): past the job's
+    # out-of-orderness, so it has reported the attempt when the start comes, well within the allowed lateness
     malformed_share: float = 0.01  # of source records, replaced by a malformed record of some kind
     malformed_kinds: tuple[str, ...] = ()  # restrict injected kinds (names in faults.KINDS); empty: all
 
@@ -68,12 +75,14 @@ class SimConfig:
         for name in ("share_llm", "share_tasks", "share_audit"):
             need(self.__dict__[name] >= 0, name, "must be >= 0")
         need(self.share_llm + self.share_tasks + self.share_audit > 0, "share_llm", "all shares are zero")
-        for name in ("orphan_share", "duplicate_share", "out_of_order_share", "malformed_share"):
+        for name in ("orphan_share", "duplicate_share", "out_of_order_share", "malformed_share", "workflow_only_share",
+                     "late_start_share"):
             need(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
         need(self.task_time_scale is None or 0 < self.task_time_scale <= 100, "task_time_scale",
              "must be in (0, 100]")
         need(self.credit_interval_s >= 1, "credit_interval_s", "must be >= 1")
         need(0 <= self.max_out_of_order_ms <= 3_600_000, "max_out_of_order_ms", "must be in [0, 1 h]")
+        need(0 <= self.late_start_delay_ms <= 3_600_000, "late_start_delay_ms", "must be in [0, 1 h]")
 
     @property
     def step_ms(self) -> float:

@@ -308,7 +308,8 @@ class Reorder:
     """Holds records until their delivery time (event ts + a delay <= the bound) is reached by the source.
 
     Released in delivery-time order, so a record is never delivered after one that is more than the bound
-    younger: for a before b, ts(a) <= due(a) <= due(b) <= ts(b) + bound.
+    younger: for a before b, ts(a) <= due(a) <= due(b) <= ts(b) + bound. Records held on purpose (a start
+    delivered after its attempt's end) are the exception.
     """
 
     __slots__ = ("_heap", "_seq")

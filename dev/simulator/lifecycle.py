@@ -1,13 +1,16 @@
 """Task lifecycles: xumi_task + xumi_load + wkf_task events sharing a task_id, and the credits they burn.
 
 One task is planned whole when it is created (every attempt, load, failure, retry and credit record), then
-its events are scheduled at their event times; its facts go into the ground truth at the same moment.
+its events are scheduled at their event times; its facts go into the ground truth at the same moment. Some
+tasks are reported by the Workflow service alone (no XUMI event: one fact, attempt 1, from TaskStarted to its
+end), and some attempts' xumi.task.started is delivered after their end (the fact is the same).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from schemas import (KuberCpuCreditEvent, KuberGpuCreditEvent, WkfCpuCreditEvent, WkfGpuCreditEvent, WkfTaskEvent,
@@ -39,6 +42,8 @@ _MESSAGES = {
 }
 _C = {name: COL[name] for name in COL}
 Step = tuple[int, str, Any, dict[str, Any]]  # event ts (ms), topic, family model, JSON-ready fields
+MICRO_CREDIT = Decimal("0.000001")
+MAX_CREDITS_MICROS = 10**18  # the credit families' bound, 1e12 credits
 CACHE_SLOTS = 6  # artifacts a node keeps warm (local NVMe / page cache): what makes cache hits a matter of reuse
 
 
@@ -67,6 +72,7 @@ class _Attempt:
     error: str | None = None
     gpus: int = 1
     cpus: int = 1
+    late_start: int | None = None  # when its xumi.task.started is delivered, if after its end
 
 
 class TaskPlanner:
@@ -86,10 +92,11 @@ class TaskPlanner:
         task_id = f"task-{rng.hex_id(16)}"
         input_bytes = rng.lognormal_ms(250_000, 1.5, 200, 500_000_000)
         out_tokens = rng.lognormal_ms(300, 0.8, 8, 8_000)
+        workflow_only = rng.random() < sim.cfg.workflow_only_share
         cache_updates: list[tuple[str, tuple[str, str, str]]] = []  # applied only if the task is accepted
         attempts = self._plan_attempts(combo, ts_ms, out_tokens, cache_updates)
 
-        steps = self._steps(task_id, user, project, combo, input_bytes, attempts)
+        steps = self._steps(task_id, user, project, combo, input_bytes, attempts, workflow_only)
         n_events, last_ts = len(steps), max(step[0] for step in steps)
         sim.planned_task_records += n_events  # counted even when rejected: keeps the share control stable
         if not sim.fits(n_events, last_ts):
@@ -102,9 +109,12 @@ class TaskPlanner:
             if len(lru) > CACHE_SLOTS:
                 del lru[0]
         key_bytes = task_id.encode()
+        late_starts = {(a.n, a.started): a.late_start for a in attempts if a.late_start is not None}
         for ts, topic, cls, fields in steps:
-            sim.schedule_event(ts, topic, key_bytes, cls, fields)
-        self._truth(task_id, user, project, combo, attempts, steps)
+            held = late_starts.get((fields.get("attempt"), ts)) if fields.get("event_name") == "xumi.task.started" \
+                else None
+            sim.schedule_event(ts, topic, key_bytes, cls, fields, held)
+        self._truth(task_id, user, project, combo, attempts, steps, workflow_only)
         return True
 
     def _plan_attempts(self, combo: Combo, t: int, out_tokens: int,
@@ -179,6 +189,9 @@ class TaskPlanner:
             a.outcome, a.end = "orphaned", None
         elif fail_stage:
             a.outcome, a.error = "failed", error
+        frng = self.sim.fault_rng  # a delivery fault: the platform stays the same whatever its share
+        if a.end is not None and frng.random() < cfg.late_start_share:
+            a.late_start = a.end + cfg.late_start_delay_ms + frng.randrange(1_000)
         return a, retryable
 
     def _cached(self, node: Node, pending: list[tuple[str, tuple[str, str, str]]]) -> list[tuple[str, str, str]]:
@@ -187,7 +200,7 @@ class TaskPlanner:
     # --- events ------------------------------------------------------------------------------------------
 
     def _steps(self, task_id: str, user: User, project: Project, combo: Combo, input_bytes: int,
-               attempts: list[_Attempt]) -> list[Step]:
+               attempts: list[_Attempt], workflow_only: bool) -> list[Step]:
         sim = self.sim
         rng, world = sim.rng, sim.world
         model, ckpt = combo.model, combo.checkpoint
@@ -209,6 +222,9 @@ class TaskPlanner:
                     "host_name": node.host_name, **base}
 
         for a in attempts:
+            if workflow_only:  # the attempts ran and were billed; XUMI reported none of it
+                self._credits(steps, a, env, credit_labels, task_id, project.project_id)
+                continue
             node = a.node
             tf = {**task_fields, "attempt": a.n}
             for t, name in ((a.queued, "xumi.task.queued"), (a.started, "xumi.task.started")):
@@ -276,14 +292,20 @@ class TaskPlanner:
                         extra = {"gpu_type": vm.gpu_type} if resource == "gpu" else {}
                         steps.append((seg_end, f"{system}_{resource}", cls, dict(
                             **env(seg_end, a.node), event_name=f"{system}.{resource}.charged", resource=resource,
-                            units=float(units), seconds=seconds, credits=units * seconds * price, task_id=task_id,
-                            labels=lab, **extra)))
+                            units=float(units), seconds=seconds, credits=self._charge(units, seconds, price),
+                            task_id=task_id, labels=lab, **extra)))
                 seg = seg_end
+
+    def _charge(self, units: int, seconds: float, price: Decimal) -> Decimal:
+        """Credits of one record, exact to the micro-credit (rounded half-even, as a biller would)."""
+        if self.sim.cfg.credits_near_max:
+            return Decimal(self.sim.rng.randrange(MAX_CREDITS_MICROS // 2, MAX_CREDITS_MICROS)) * MICRO_CREDIT
+        return (units * Decimal(repr(seconds)) * price).quantize(MICRO_CREDIT, ROUND_HALF_EVEN)
 
     # --- ground truth --------------------------------------------------------------------------------------
 
     def _truth(self, task_id: str, user: User, project: Project, combo: Combo, attempts: list[_Attempt],
-               steps: list[Step]) -> None:
+               steps: list[Step], workflow_only: bool) -> None:
         truth = self.sim.truth
         model, ckpt = combo.model, combo.checkpoint
         dept = user.department
@@ -291,6 +313,11 @@ class TaskPlanner:
         dims = (*head, model.name, model.version, ckpt.checkpoint_id if ckpt else "", ckpt.version if ckpt else "")
         counts = truth.tasks
         counts["tasks"] += 1
+        self._credit_truth(steps, dims)
+        if workflow_only:
+            self._workflow_truth(task_id, head, attempts[-1], steps)
+            return
+        counts["late_starts"] += sum(a.late_start is not None for a in attempts)
         for a in attempts:
             counts["attempts"] += 1
             counts["retried_attempts"] += a.n > 1
@@ -318,11 +345,30 @@ class TaskPlanner:
                 row[_C["task_init_ms_sum"]] += a.initialized - a.started - load_ms
                 row[_C["task_inference_ms_sum"]] += a.end - a.initialized
             row[_C["task_total_ms_sum"]] += a.end - a.queued
+
+    def _workflow_truth(self, task_id: str, head: tuple[str, ...], last: _Attempt, steps: list[Step]) -> None:
+        """The one fact of a task only the Workflow service reported: attempt 1 from TaskStarted to its end,
+        ended as the last attempt did; no model, no phases (it knows neither)."""
+        truth, counts = self.sim.truth, self.sim.truth.tasks
+        counts["attempts"] += 1
+        counts["workflow_only"] += 1
+        wkf = {fields["event_type"]: ts for ts, topic, _, fields in steps if topic == "wkf_task"}
+        if last.end is None:
+            counts["orphaned"] += 1
+            truth.orphans.append([task_id, 1, wkf["TaskStarted"]])
+            return
+        counts[last.outcome] += 1
+        end = wkf["TaskCompleted" if last.outcome == "finished" else "TaskFailed"]
+        truth.row(TASKS, end, (*head, "", "", "", ""))[_C["tasks_finished" if last.outcome == "finished"
+                                                          else "tasks_failed"]] += 1
+
+    def _credit_truth(self, steps: list[Step], dims: tuple[str, ...]) -> None:
+        truth = self.sim.truth
         for ts, topic, _, fields in steps:
             if topic in _CREDIT_COLS:
                 s_col, c_col = _CREDIT_COLS[topic]
                 row = truth.row(CREDITS, ts, dims)
-                row[s_col] += fields["units"] * fields["seconds"]
+                row[s_col] += Decimal(repr(fields["units"])) * Decimal(repr(fields["seconds"]))
                 row[c_col] += fields["credits"]
 
 

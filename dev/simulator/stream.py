@@ -49,7 +49,8 @@ class Simulation:
         self.planned_llm_records = 0
         self.planned_audit_records = 0
         self.tasks = TaskPlanner(self)
-        self._heap: list[tuple[int, int, str, bytes, type, dict[str, Any]]] = []
+        # (ts, seq, topic, key, model, fields, held until): events wait here for their event time
+        self._heap: list[tuple[int, int, str, bytes, type, dict[str, Any], int | None]] = []
         self._seq = 0
         self._reorder = Reorder()
         # Records promised so far: emitted, held for reordering, or scheduled. Never above cfg.events, so
@@ -64,8 +65,11 @@ class Simulation:
         """Whether an activity of n_records ending at last_ts_ms still fits the run (count and end time)."""
         return self._committed + n_records <= self.cfg.events and last_ts_ms <= self.cfg.end_ms
 
-    def schedule_event(self, ts_ms: int, topic: str, key: bytes, model: type, fields: dict[str, Any]) -> None:
-        heapq.heappush(self._heap, (ts_ms, self._seq, topic, key, model, fields))
+    def schedule_event(self, ts_ms: int, topic: str, key: bytes, model: type, fields: dict[str, Any],
+                       deliver_at: int | None = None) -> None:
+        """Emit the event at its ts; deliver_at: hold its record (and any redelivery) until the source reaches
+        that time instead of the usual out-of-order delay."""
+        heapq.heappush(self._heap, (ts_ms, self._seq, topic, key, model, fields, deliver_at))
         self._seq += 1
         self._committed += 1
 
@@ -82,8 +86,8 @@ class Simulation:
             clock = start + int(k * step)
             if heap and (heap[0][0] <= clock or self._committed >= total):
                 # Due (or, once the budget is spent, the rest of the planned lifecycles, in time order).
-                ts, _, topic, key, model, fields = heapq.heappop(heap)
-                self._emit_valid(ts, topic, key, model, fields, out)
+                ts, _, topic, key, model, fields, deliver_at = heapq.heappop(heap)
+                self._emit_valid(ts, topic, key, model, fields, out, deliver_at)
                 k += 1
             elif self._committed < total:
                 if self._last_topic is not None and frng.random() < cfg.malformed_share:
@@ -135,20 +139,22 @@ class Simulation:
         self._emit_valid(clock, topic, key, model, fields, out)
         return 1
 
-    def _deliver(self, record: Record, out: list[Record], extra_delay: bool) -> None:
+    def _deliver(self, record: Record, out: list[Record], extra_delay: bool, held_until: int | None = None) -> None:
         cfg, frng = self.cfg, self.fault_rng
         ts = record[3]
         delay = 0
         if extra_delay or frng.random() < cfg.out_of_order_share:
             delay = frng.randrange(cfg.max_out_of_order_ms + 1) if cfg.max_out_of_order_ms else 0
-        if delay == 0 and not len(self._reorder):
+        if held_until is not None:
+            self._reorder.push(held_until + delay, record)
+        elif delay == 0 and not len(self._reorder):
             out.append(record)  # the common case: nothing held back, nothing to wait for
         else:
             self._reorder.push(ts + delay, record)
         self._reorder.release(ts, out)
 
     def _emit_valid(self, ts: int, topic: str, key: bytes, model: type, fields: dict[str, Any],
-                    out: list[Record]) -> None:
+                    out: list[Record], held_until: int | None = None) -> None:
         c = codec(model)
         value = c.encode(fields)
         if self.check:
@@ -159,7 +165,7 @@ class Simulation:
         if ts > truth.max_ts:
             truth.max_ts = ts
         record = (topic, key, value, ts)
-        self._deliver(record, out, False)
+        self._deliver(record, out, False, held_until)
         self._last_valid[topic] = (key, value)
         self._last_topic = topic
         cfg = self.cfg
@@ -169,7 +175,7 @@ class Simulation:
                 # A redelivery (producer retry without idempotence, replayed batch): same key and bytes, a bit later.
                 truth.duplicates[topic] += 1
                 truth.produced[topic] += 1
-                self._deliver(record, out, True)
+                self._deliver(record, out, True, held_until)
 
     def _emit_malformed(self, clock: int, out: list[Record]) -> None:
         topic = self._last_topic

@@ -3,7 +3,7 @@
 The file (`--truth PATH`, JSON, keys in this order; rows sorted; same seed + start -> same bytes):
 
     {
-      "format": "telemetry-simulator-truth/2",
+      "format": "telemetry-simulator-truth/3",
       "meta": {"seed", "start_ms", "start", "end_ms" (largest event ts), "rate", "records", "window_ms": 10000,
                "max_out_of_order_ms", "task_time_scale", "config": {...every SimConfig field...}},
       "topics": {topic: {"produced": records sent to the topic (valid + duplicates + malformed),
@@ -11,13 +11,18 @@ The file (`--truth PATH`, JSON, keys in this order; rows sorted; same seed + sta
                          (same event_id, same bytes), "malformed": {reason_code: n}}},
       "dlq": {reason_code: n},                     # malformed over all topics: the job's DLQ by reason
       "tasks": {"tasks", "attempts", "finished", "failed", "orphaned", "retried_attempts",
+                "workflow_only": tasks only the Workflow service reported (one attempt each, counted in attempts),
+                "late_starts": attempts whose xumi.task.started is delivered after their end,
                 "orphans": [[task_id, attempt, last_event_ms], ...]},  # attempts that never end: last_event_ms
-                                                 # is the ts of their last xumi_task / xumi_load event
+                                                 # is the ts of their last xumi_task / xumi_load event (of the
+                                                 # TaskStarted for a Workflow-only task)
       "windows": {GROUP: {"key": ["window_start_ms", <DIMS of the group>], "metrics": [<METRICS of the group>],
                           "rows": [[window_start_ms, *dims, *metrics], ...]}, ...},
       "per_user": {"key": ["tenant_id", "department_id", "user_id"], "metrics": [<all METRICS>], "rows": [...]},
       "per_project": {"key": ["tenant_id", "department_id", "project_id"], "metrics": [...], "rows": [...]}
     }
+
+Money (the credits group) is exact: JSON numbers with their exact decimal text; `load` reads them as Decimal.
 
 Windows are 10 s tumbling windows of event time aligned to the epoch: window_start_ms = ts_ms - ts_ms % 10000.
 A row exists only where its group has at least one event. Groups, their dims and the events they count (every
@@ -36,14 +41,16 @@ valid event counts once, however often it is delivered; malformed records count 
              task_init_ms_sum      = initialized.ts - started.ts - task load ms  (0 if it failed before)
              task_inference_ms_sum = end.ts - initialized.ts                     (0 if never initialized)
              task_total_ms_sum     = end.ts - queued.ts
+           A task only the Workflow service reported (no XUMI event) is one fact, attempt 1, windowed by its
+           TaskCompleted / TaskFailed, with model dims "" and every phase sum 0 (it reports no phase).
   loads    dims D8: xumi_load *.finish events; model = base_model, model_version = labels["model_version"],
            checkpoint_id / checkpoint_version (a weights load names the base weights: checkpoint_id = model,
            checkpoint_version = model_version). loads, load_cache_hits, load_bytes, load_ms_sum.
   credits  dims D8: wkf_cpu, wkf_gpu, kuber_cpu, kuber_gpu; model dims from labels model, model_version,
            checkpoint_id, checkpoint_version (the simulator tags credits with the task's model, so the job
            needs no join to group them; "" where absent). wkf_cpu_s, wkf_gpu_s, kuber_cpu_s, kuber_gpu_s
-           (units x seconds), wkf_credits, kuber_credits: floats, but dyadic (seconds in 1/8 s steps,
-           prices in 2^-20 steps), so their sums are exact in any order.
+           (units x seconds), wkf_credits, kuber_credits: exact decimals (credits to the micro-credit), so
+           their sums are exact in any order.
   audit    dims D4: pbac_access, pbac_politics, pbac_service, asset_access -> audit_events, access_denied
            (decision deny); asset_transfer (completed and failed) -> transfers, transfer_bytes.
 
@@ -55,13 +62,14 @@ per_user / per_project: every group's metrics summed over all windows and the ot
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from schemas.types import format_ts, parse_ts
 from dev.simulator.config import WINDOW_MS, SimConfig
 
-FORMAT = "telemetry-simulator-truth/2"
+FORMAT = "telemetry-simulator-truth/3"
 D8 = ("tenant_id", "department_id", "project_id", "user_id", "model", "model_version", "checkpoint_id",
       "checkpoint_version")
 D4 = D8[:4]
@@ -79,7 +87,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 METRICS = tuple(m for _, metrics in GROUPS.values() for m in metrics)
 COL = {m: i for _, metrics in GROUPS.values() for i, m in enumerate(metrics)}  # metric -> index in its group
 ERR_COL = {e: COL[f"err_{e}"] for e in ERROR_TYPES}
-_FLOAT_GROUPS = {CREDITS}
+_MONEY_GROUPS = {CREDITS}
 
 
 class Truth:
@@ -88,12 +96,13 @@ class Truth:
     def __init__(self, cfg: SimConfig, topics: tuple[str, ...]) -> None:
         self.cfg = cfg
         self.rows: dict[str, dict[tuple[int, tuple[str, ...]], list[Any]]] = {g: {} for g in GROUPS}
-        self._zero = {g: [0.0 if g in _FLOAT_GROUPS else 0] * len(m) for g, (_, m) in GROUPS.items()}
+        self._zero = {g: [Decimal(0) if g in _MONEY_GROUPS else 0] * len(m) for g, (_, m) in GROUPS.items()}
         self.produced = {t: 0 for t in topics}
         self.valid = {t: 0 for t in topics}
         self.duplicates = {t: 0 for t in topics}
         self.malformed: dict[str, dict[str, int]] = {t: {} for t in topics}
-        self.tasks = {"tasks": 0, "attempts": 0, "finished": 0, "failed": 0, "orphaned": 0, "retried_attempts": 0}
+        self.tasks = {"tasks": 0, "attempts": 0, "finished": 0, "failed": 0, "orphaned": 0, "retried_attempts": 0,
+                      "workflow_only": 0, "late_starts": 0}
         self.orphans: list[list[Any]] = []
         self.max_ts = cfg.start_ms
 
@@ -152,7 +161,7 @@ class Truth:
                 k = (dims[0], dims[1], dims[who])
                 total = acc.get(k)
                 if total is None:
-                    total = acc[k] = [0.0 if m in _FLOAT_METRICS else 0 for m in METRICS]
+                    total = acc[k] = [Decimal(0) if m in MONEY_METRICS else 0 for m in METRICS]
                 for i, v in enumerate(values):
                     total[offset + i] += v
             offset += len(metrics)
@@ -162,14 +171,18 @@ class Truth:
         Path(path).write_text(dumps(self.to_dict()))
 
 
-_FLOAT_METRICS = frozenset(GROUPS[CREDITS][1])
+MONEY_METRICS = frozenset(GROUPS[CREDITS][1])
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """Compact JSON, one table row per line: diffable, byte-stable, quick to load."""
+    """Compact JSON, one table row per line: diffable, byte-stable, quick to load. Decimals are written as the
+    exact numbers they are (json cannot)."""
+    def row(r: list[Any]) -> str:
+        return "[" + ",".join(format(x, "f") if isinstance(x, Decimal) else json.dumps(x) for x in r) + "]"
+
     def table(v: dict[str, Any]) -> str:
         head = json.dumps({k: x for k, x in v.items() if k != "rows"}, separators=(",", ":"))[:-1]
-        body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in v["rows"])
+        body = ",\n".join(row(r) for r in v["rows"])
         return f'{head},"rows":[\n{body}\n]}}'
 
     parts = []
@@ -185,7 +198,12 @@ def dumps(data: dict[str, Any]) -> str:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A truth file, its numbers with a fraction as Decimal (money is exact; no other metric has a fraction)."""
+    return loads(Path(path).read_text())
+
+
+def loads(text: str) -> dict[str, Any]:
+    return json.loads(text, parse_float=Decimal)
 
 
 def _iso(ms: int) -> str:

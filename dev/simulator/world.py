@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from dev.simulator.config import SimConfig
 from dev.simulator.rand import Rand, Weighted, zipf_weights
@@ -15,10 +16,10 @@ from dev.simulator.rand import Rand, Weighted, zipf_weights
 GB = 1_000_000_000
 
 
-def dyadic_price(per_hour: float) -> float:
-    """Credits per unit-second, rounded to a multiple of 2^-20 so units x seconds x price (seconds in 1/8 s
-    steps) is exact in binary floating point: sums then agree in any order (the job's and the truth's)."""
-    return round(per_hour / 3600 * 2**20) / 2**20
+def per_second(per_hour: str) -> Decimal:
+    """Credits per unit-second of a price per hour, to 12 decimals; a charge (units x seconds x this) is rounded
+    to the micro-credit by the biller (dev/simulator/lifecycle.py)."""
+    return (Decimal(per_hour) / 3600).quantize(Decimal("1e-12"))
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,18 @@ class VmType:
     gpus: int
     gpu_type: str  # "" for CPU-only
     gpu_mem_gb: int
-    cpu_price: float  # credits per core-second
-    gpu_price: float  # credits per GPU-second
+    cpu_price: Decimal  # credits per core-second
+    gpu_price: Decimal  # credits per GPU-second
 
 
 # Azure-style names (seed 001 mentions NV6 and x4GPUlarge); prices are plausible list prices per hour.
 VM_TYPES: tuple[VmType, ...] = (
-    VmType("D8s_v5", 8, 0, "", 0, dyadic_price(0.048), 0.0),
-    VmType("NV6", 6, 1, "tesla_m60", 8, dyadic_price(0.05), dyadic_price(0.9)),
-    VmType("NC6s_v3", 6, 1, "v100_16gb", 16, dyadic_price(0.05), dyadic_price(3.0)),
-    VmType("NC24ads_A100_v4", 24, 1, "a100_80gb", 80, dyadic_price(0.05), dyadic_price(3.67)),
-    VmType("x4GPUlarge", 48, 4, "l4_24gb", 24, dyadic_price(0.05), dyadic_price(0.8)),
-    VmType("NC96ads_A100_v4", 96, 4, "a100_80gb", 80, dyadic_price(0.05), dyadic_price(3.67)),
+    VmType("D8s_v5", 8, 0, "", 0, per_second("0.048"), Decimal(0)),
+    VmType("NV6", 6, 1, "tesla_m60", 8, per_second("0.05"), per_second("0.9")),
+    VmType("NC6s_v3", 6, 1, "v100_16gb", 16, per_second("0.05"), per_second("3.0")),
+    VmType("NC24ads_A100_v4", 24, 1, "a100_80gb", 80, per_second("0.05"), per_second("3.67")),
+    VmType("x4GPUlarge", 48, 4, "l4_24gb", 24, per_second("0.05"), per_second("0.8")),
+    VmType("NC96ads_A100_v4", 96, 4, "a100_80gb", 80, per_second("0.05"), per_second("3.67")),
 )
 SERVICE_VM = VM_TYPES[0]
 # Share of GPU nodes per GPU VM type: mostly single-A100 boxes, some big and some small ones.

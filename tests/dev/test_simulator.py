@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from dev.simulator.truth import AUDIT, CREDITS, GROUPS, LLM, LOADS, TASKS, dumps
 
 # Small but busy: 12k records over 12 s of event time, so there are a few windows, finished and failed tasks,
 # retries, an orphan or two (the share is raised), and every delivery fault. Faults are raised too, so a few
-# hundred malformed records cover every kind.
+# hundred malformed records cover every kind; so are Workflow-only tasks and starts delivered after their end.
 BASE = SimConfig(seed=7, start_ms=1_771_675_205_000, rate=1_000, events=12_000, orphan_share=0.05,
-                 duplicate_share=0.02, out_of_order_share=0.1, malformed_share=0.03)
+                 duplicate_share=0.02, out_of_order_share=0.1, malformed_share=0.03, workflow_only_share=0.1,
+                 late_start_share=0.1)
 
 
 def run_records(cfg: SimConfig, check: bool = False) -> tuple[list[Record], dict[str, Any]]:
@@ -141,14 +143,38 @@ def test_out_of_order_delivery_stays_within_the_bound(base_run):
     records, _ = base_run
     newest = records[0][3]
     worst = 0
-    for _, _, _, ts in records:
+    for topic, _, value, ts in records:
+        if topic == "xumi_task" and b'"xumi.task.started"' in value:
+            continue  # some are held past their attempt's end on purpose (the next test)
         worst = max(worst, newest - ts)
         newest = max(newest, ts)
     assert 0 < worst <= BASE.max_out_of_order_ms
 
 
+def test_late_starts_arrive_after_their_attempts_end_and_workflow_only_tasks_have_no_xumi_event():
+    # without other delivery faults, the starts delivered after their attempt's end are exactly the planned ones
+    records, truth = run_records(replace(BASE, events=6_000, out_of_order_share=0.0, duplicate_share=0.0))
+    ends: dict[tuple[str, int], int] = {}  # attempt -> position of its end record
+    late: set[str] = set()
+    xumi_tasks: set[str] = set()
+    wkf_tasks: set[str] = set()
+    for i, (topic, _, value, _) in enumerate(records):
+        result = schemas.validate(topic, value)
+        if not result.ok or topic not in ("xumi_task", "xumi_load", "wkf_task"):
+            continue
+        e = result.event
+        (wkf_tasks if topic == "wkf_task" else xumi_tasks).add(e.task_id)
+        if e.event_name in ("xumi.task.finished", "xumi.task.failed"):
+            ends.setdefault((e.task_id, e.attempt), i)
+        elif e.event_name == "xumi.task.started" and (e.task_id, e.attempt) in ends:
+            late.add(str(e.event_id))  # delivered after its attempt's end
+    assert len(late) == truth["tasks"]["late_starts"] > 0
+    assert len(wkf_tasks - xumi_tasks) == truth["tasks"]["workflow_only"] > 0
+
+
 def test_no_out_of_order_when_disabled():
-    records, _ = run_records(replace(BASE, events=3_000, out_of_order_share=0.0, duplicate_share=0.0))
+    records, _ = run_records(replace(BASE, events=3_000, out_of_order_share=0.0, duplicate_share=0.0,
+                                     late_start_share=0.0))
     stamps = [r[3] for r in records]
     assert stamps == sorted(stamps)
 
@@ -167,6 +193,7 @@ def recount(records) -> dict[str, Any]:
     col = {g: {m: i for i, m in enumerate(GROUPS[g][1])} for g in GROUPS}
     attempts: dict[tuple[str, int], dict[str, Any]] = defaultdict(dict)
     load_ms: Counter[tuple[str, int]] = Counter()
+    workflow: dict[str, dict[str, Any]] = defaultdict(dict)  # task -> its Workflow events' times and user
     for topic, _, value, _ in records:
         t = topics[topic]
         t["produced"] += 1
@@ -197,6 +224,9 @@ def recount(records) -> dict[str, Any]:
             a = attempts[(e.task_id, e.attempt)]
             a[e.event_name.rsplit(".", 1)[1]] = ts
             a["dims"] = (*who, e.model, e.model_version, e.checkpoint_id or "", e.checkpoint_version or "")
+        elif topic == "wkf_task":
+            workflow[e.task_id][e.event_type] = ts
+            workflow[e.task_id]["who"] = who
         elif topic == "xumi_load" and e.event_name.endswith(".finish"):
             r = rows[LOADS][(w, *who, e.base_model, e.labels["model_version"], e.checkpoint_id, e.checkpoint_version)]
             c = col[LOADS]
@@ -210,8 +240,9 @@ def recount(records) -> dict[str, Any]:
             r = rows[CREDITS][(w, *who, lab["model"], lab["model_version"], lab.get("checkpoint_id", ""),
                                lab.get("checkpoint_version", ""))]
             system = topic.split("_")[0]
-            r[col[CREDITS][f"{topic}_s"]] += e.units * e.seconds
-            r[col[CREDITS][f"{system}_credits"]] += e.credits
+            exact = json.loads(value, parse_float=Decimal)  # money is exact: from the text, not a double
+            r[col[CREDITS][f"{topic}_s"]] += exact["units"] * exact["seconds"]
+            r[col[CREDITS][f"{system}_credits"]] += exact["credits"]
         elif topic in ("pbac_access", "pbac_politics", "pbac_service", "asset_access"):
             r = rows[AUDIT][(w, *who)]
             r[col[AUDIT]["audit_events"]] += 1
@@ -221,6 +252,16 @@ def recount(records) -> dict[str, Any]:
             r[col[AUDIT]["transfers"]] += 1
             r[col[AUDIT]["transfer_bytes"]] += e.bytes
     orphans = []
+    xumi_tasks = {task_id for task_id, _ in attempts}
+    for task_id, w in workflow.items():  # a task only the Workflow service reported: attempt 1 from its events
+        if task_id in xumi_tasks:
+            continue
+        end = w.get("TaskCompleted", w.get("TaskFailed"))
+        if end is None:
+            orphans.append([task_id, 1, w["TaskStarted"]])
+            continue
+        r = rows[TASKS][(end - end % WINDOW_MS, *w["who"], "", "", "", "")]
+        r[col[TASKS]["tasks_finished" if "TaskCompleted" in w else "tasks_failed"]] += 1
     for (task_id, n), a in attempts.items():
         end = a.get("finished", a.get("failed"))
         if end is None:
@@ -248,7 +289,7 @@ def test_truth_equals_an_independent_recount_of_the_records(base_run):
     for group, table in truth["windows"].items():
         n_dims = len(table["key"])
         expected = {tuple(row[:n_dims]): row[n_dims:] for row in table["rows"]}
-        assert got["rows"][group] == expected, group  # exact, floats included (dyadic credit values)
+        assert got["rows"][group] == expected, group  # exact, credits included (decimals)
         assert expected, group  # every group has rows
     assert got["orphans"] == truth["tasks"]["orphans"]
     assert truth["tasks"]["orphaned"] == len(got["orphans"]) > 0
@@ -419,7 +460,8 @@ def test_records_reach_kafka_with_event_time_stamps_and_keys(kafka_url: str, tmp
         truth_path = tmp_path / "truth.json"
         code = cli_main(["--seed", str(cfg.seed), "--start", str(cfg.start_ms), "--rate", "1000", "--events", "2000",
                          "--orphan-share", "0.05", "--duplicates", "0.02", "--out-of-order", "0.1",
-                         "--malformed", "0.03", "--max-speed", "--bootstrap", kafka_url, "--truth", str(truth_path),
+                         "--malformed", "0.03", "--workflow-only", "0.1", "--late-starts", "0.1", "--max-speed",
+                         "--bootstrap", kafka_url, "--truth", str(truth_path),
                          "--progress-every", "3600"])
         assert code == 0
         truth = json.loads(truth_path.read_text())
@@ -436,3 +478,25 @@ def test_records_reach_kafka_with_event_time_stamps_and_keys(kafka_url: str, tmp
         assert sorted(got) == sorted(expected)  # the same records; Kafka timestamps = event ts; keys kept
     finally:
         consumer.close()
+
+
+def test_credits_near_the_maximum_are_exact_decimals_in_records_and_truth():
+    """--credits-near-max: every credit record charges just under the contract's 1e12 with all six decimals, as an
+    exact JSON number; the truth's sums are exact decimals, and a double could not have carried them."""
+    records, truth = run_records(replace(BASE, events=6_000, credits_near_max=True), check=True)
+    charged = []
+    for topic, _, value, _ in records:
+        if topic in ("wkf_cpu", "wkf_gpu", "kuber_cpu", "kuber_gpu") and schemas.validate(topic, value).ok:
+            credits = json.loads(value, parse_float=Decimal)["credits"]
+            assert Decimal("5e11") <= credits < Decimal("1e12") and credits == credits.quantize(Decimal("1e-6"))
+            charged.append(credits)
+    assert len(charged) > 100 and len({c.as_tuple().digits[-6:] for c in charged}) > 1
+    got = recount(records)["rows"][CREDITS]
+    table = truth["windows"][CREDITS]
+    n_dims = len(table["key"])
+    assert got == {tuple(row[:n_dims]): row[n_dims:] for row in table["rows"]}
+    spec = truth["per_user"]
+    at = spec["metrics"].index("wkf_credits")
+    totals = [row[3 + at] for row in spec["rows"]]
+    assert max(totals) > Decimal("1e12") and all(isinstance(t, Decimal) for t in totals)
+    assert sum(map(float, charged)) != float(sum(charged)) or any(Decimal(repr(float(c))) != c for c in charged)

@@ -6,8 +6,6 @@ ingest counters show it drops them before validation."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -18,9 +16,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from schemas.examples import example
-from telemetry.settings import REPO_ROOT
 from telemetry.topics import DLQ_TOPIC, LLM_TOPIC
-from tests.support.job_runs import JOB_TIMEOUT_S, job_command
+from tests.support.job_runs import JOB_TIMEOUT_S, live_job
 
 pytestmark = pytest.mark.stack
 REQUESTS = 40
@@ -82,31 +79,20 @@ def send_requests(bootstrap: str) -> int:
 def test_heartbeats_close_the_windows_of_a_quiet_stream(kafka_url: str, stack_env: dict[str, str],
                                                          tmp_path: Path) -> None:
     starts = {t: end_offsets(kafka_url, t) for t in (USAGE_TOPIC, INGEST_TOPIC, DLQ_TOPIC)}
-    began = int(time.time() * 1000)
-    heartbeat = subprocess.Popen([sys.executable, "-m", "services.heartbeat", "--interval-ms", "200"],
-                                 cwd=REPO_ROOT, env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    log = open(tmp_path / "job.log", "w")
-    job = subprocess.Popen(job_command(stack_env, tmp_path, "--startup-mode", "timestamp", "--startup-timestamp-ms",
-                                       str(began), "--idle-timeout-ms", "600000", "--out-of-orderness-ms", "500",
-                                       "--checkpoint-interval-ms", "1000", "--prometheus-url", "",
-                                       "--lake-uri", str(tmp_path / "lake"), bounded=False),
-                           cwd=REPO_ROOT, env=stack_env, stdout=log, stderr=subprocess.STDOUT)
     usage = Reader(kafka_url, USAGE_TOPIC, starts[USAGE_TOPIC])
     try:
-        first_ts = send_requests(kafka_url)
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while sum(r.get("requests", 0) for r in usage.read(2)) < REQUESTS:
-            assert job.poll() is None, f"the job ended:\n{(tmp_path / 'job.log').read_text()[-3000:]}"
-            assert heartbeat.poll() is None, heartbeat.stdout.read().decode()
-            assert time.monotonic() < deadline, "the requests' windows never closed: heartbeats did not move the watermark"
-        ingest = Reader(kafka_url, INGEST_TOPIC, starts[INGEST_TOPIC]).read(5)
-        dlq = Reader(kafka_url, DLQ_TOPIC, starts[DLQ_TOPIC]).read(2)
+        with live_job(stack_env, tmp_path, "--idle-timeout-ms", "600000") as (job, heartbeat):
+            first_ts = send_requests(kafka_url)
+            deadline = time.monotonic() + JOB_TIMEOUT_S
+            while sum(r.get("requests", 0) for r in usage.read(2)) < REQUESTS:
+                assert job.poll() is None, f"the job ended:\n{(tmp_path / 'job.log').read_text()[-3000:]}"
+                assert heartbeat.poll() is None, (tmp_path / "heartbeat.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, ("the requests' windows never closed: heartbeats did not move the "
+                                                     "watermark")
+            ingest = Reader(kafka_url, INGEST_TOPIC, starts[INGEST_TOPIC]).read(5)
+            dlq = Reader(kafka_url, DLQ_TOPIC, starts[DLQ_TOPIC]).read(2)
     finally:
         usage.close()
-        for process in (job, heartbeat):
-            process.kill()
-            process.wait()
-        log.close()
     windows = {ts // 10_000 * 10 for ts in range(first_ts, first_ts + REQUESTS)}
     assert {r["window_start"] for r in usage.rows if r.get("requests")} == windows
     assert dlq == [], "heartbeats reached validation"

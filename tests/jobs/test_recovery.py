@@ -25,9 +25,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pipeline import routing
 from telemetry.settings import REPO_ROOT
 from telemetry.topics import SOURCE_TOPICS
+from pipeline.lifecycle import latest
 from tests.support.fixtures_prometheus import free_port
-from tests.support.job_runs import (JOB_TIMEOUT_S, drain, epoch_ms, job_command, loaded_clickhouse, reset_topics, run_job,
-                            simulate, usage_rows)
+from tests.support.job_runs import (JOB_TIMEOUT_S, decoded, drain, epoch_ms, job_command, loaded_clickhouse,
+                                    reset_topics, run_job, simulate, usage_rows)
 from tests.support.truth_compare import GROUP_TOPICS, ended_attempts, expected, ingest_totals, summed
 
 pytestmark = pytest.mark.stack
@@ -137,8 +138,8 @@ def tail_start(truth: dict[str, Any]) -> int:
 
 
 def run_facts(bootstrap: str, truth: dict[str, Any]) -> list[dict[str, Any]]:
-    """The committed task facts of the run (the tail's come after it)."""
-    facts = [json.loads(v) for v in drain(bootstrap, "telemetry.ch.tasks.v1")]
+    """The committed task facts of the run, each attempt's newest revision (the tail's come after it)."""
+    facts = latest(json.loads(v) for v in drain(bootstrap, "telemetry.ch.tasks.v1"))
     return [f for f in facts if epoch_ms(f["finished_at"]) < tail_start(truth)]
 
 
@@ -180,9 +181,15 @@ def test_dlq_ingest_and_task_facts_are_exact_after_a_kill_and_restore(crashed_an
                           f"FROM {database}.ingest_stats_10s WHERE window_start < {before_tail} "
                           f"GROUP BY topic").result_rows
     assert {r[0]: tuple(r[1:]) for r in ingest} == ingest_totals(truth)
-    # Without FINAL: a fact written twice would show.
-    facts = dict(client.query(f"SELECT status, count() FROM {database}.task_facts "
-                              f"WHERE finished_at < {before_tail} GROUP BY status").result_rows)
+    # Without FINAL: a revision written twice would show (a restart writes the revisions after its checkpoint
+    # once more only in transactions that were aborted).
+    rows, distinct = client.query(f"SELECT count(), uniqExact(task_id, attempt, version) FROM {database}.task_facts"
+                                  ).result_rows[0]
+    assert rows == distinct
+    facts = dict(client.query(f"SELECT status, count() FROM (SELECT argMax(status, version) AS status, "
+                              f"argMax(finished_at, version) AS finished_at FROM {database}.task_facts "
+                              f"GROUP BY task_id, attempt) WHERE finished_at < {before_tail} GROUP BY status"
+                              ).result_rows)
     assert facts == ended_attempts(truth)
     audit = client.query(f"SELECT count() FROM {database}.audit_log WHERE ts < {before_tail}").result_rows[0][0]
     assert audit == sum(truth["topics"][t]["valid"] for t in routing.AUDIT_TOPICS)
@@ -211,7 +218,7 @@ def prometheus_down(kafka_url: str, stack_env: dict[str, str], tmp_path_factory)
 
 
 def test_prometheus_down_still_writes_every_fact_as_unavailable(prometheus_down):
-    facts = [json.loads(v) for v in drain(prometheus_down["bootstrap"], "telemetry.ch.tasks.v1")]
+    facts = latest(json.loads(v) for v in drain(prometheus_down["bootstrap"], "telemetry.ch.tasks.v1"))
     tasks = prometheus_down["truth"]["tasks"]
     statuses = Counter(f["status"] for f in facts)
     assert (statuses["finished"], statuses["failed"], statuses["orphaned"]) == (
@@ -223,7 +230,7 @@ def test_prometheus_down_still_writes_every_fact_as_unavailable(prometheus_down)
 def test_prometheus_down_loses_no_usage(prometheus_down, group):
     deltas = []
     for value in drain(prometheus_down["bootstrap"], "telemetry.ch.usage.v1"):
-        row = json.loads(value)
+        row = decoded(value)
         row["window_start_ms"] = row.pop("window_start") * 1000
         deltas.append(row)
     assert summed(prometheus_down["truth"], group, deltas) == expected(prometheus_down["truth"], group)

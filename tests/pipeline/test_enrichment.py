@@ -50,7 +50,7 @@ def test_enrich_a_fact_and_unknown_node(prometheus_history: PrometheusHistory) -
     node = NODES[0]
     start, end = WINDOWS["20 min"]
     fact = {"task_id": "t", "attempt": 1, "host_name": node.name, "started_at": start, "finished_at": end,
-            "enrichment_status": "pending", "gpu_util_avg": None, "version": fact_version(end, "finished")}
+            "enrichment_status": "pending", "gpu_util_avg": None, "version": fact_version(1)}
 
     async def go() -> tuple[Any, ...]:
         enricher = PrometheusEnricher(EnrichmentConfig(prometheus_url=prometheus_history.url))

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import routing
-from telemetry.settings import REPO_ROOT
+from dev.simulator import truth as ground_truth
 from dev.simulator.producer import read_jsonl
+from pipeline import money, routing
+from telemetry.settings import REPO_ROOT
 from tests.support.truth_compare import GROUP_TOPICS, expected, summed
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def simulated(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "dev.simulator", "--seed", "11", "--events", "20000",
                     "--start", "2026-11-25T00:00:00Z", "--out", str(out / "s.jsonl"), "--truth", str(out / "t.json")],
                    check=True, cwd=REPO_ROOT, capture_output=True)
-    return list(read_jsonl(str(out / "s.jsonl"))), json.loads((out / "t.json").read_text())
+    return list(read_jsonl(str(out / "s.jsonl"))), ground_truth.load(out / "t.json")
 
 
 def routed(records):
@@ -37,6 +38,7 @@ def routed(records):
             rejected[result.reason] += 1
             continue
         row = dict(zip(routing.ROW_NAMES, result))
+        row.update({m: money.from_micros(row[m] or 0) for m in routing.MONEY_METRICS})  # as the job writes them
         if row["event_id"] in seen:
             duplicates += 1
             continue

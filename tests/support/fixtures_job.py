@@ -40,13 +40,17 @@ OUTPUT_TOPICS = (DLQ_TOPIC, USAGE_TOPIC, *LOADER_TOPICS)
 @pytest.fixture(scope="session")
 def job_run(kafka_url: str, minio_url: str, clickhouse_server: str, stack_env: dict[str, str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The job's run over SEED's 20k events: its ground truth, lake URI, nodes, the S3 filesystem, the records it
-    committed to each output topic (outputs; telemetry.usage.v1 as (key, value) pairs), read at once, and
-    (clickhouse) a client and database the loader filled from them. Other tests may reset or write to the
-    catalogue topics afterwards: nothing here reads them again."""
+    """The job's run over SEED's 20k events (with Workflow-only tasks, starts delivered after their end and credits
+    near the maximum): its ground truth, lake URI, nodes, the S3 filesystem, the records it committed to each output
+    topic (outputs; telemetry.usage.v1 as (key, value) pairs), read at once, and (clickhouse) a client and database
+    the loader filled from them. Other tests may reset or write to the catalogue topics afterwards: nothing here
+    reads them again."""
     work = tmp_path_factory.mktemp("job")
     reset_topics(stack_env)
-    truth = simulate(stack_env, work / "truth.json", "--seed", str(SEED), "--events", "20000", "--start", SIM_START)
+    # 20 s of event time (--rate 1000): long enough for the watermark to pass an attempt's end before its start,
+    # delivered 8 s late, comes (a correction); credits near the contract's maximum put totals around 1e14.
+    truth = simulate(stack_env, work / "truth.json", "--seed", str(SEED), "--events", "20000", "--rate", "1000",
+                     "--start", SIM_START, "--credits-near-max")
     lake = f"s3://{settings.load(stack_env).lake_bucket}/job-{uuid.uuid4().hex[:8]}"
     nodes = simulated_nodes(SEED)
     (work / "prometheus").mkdir()

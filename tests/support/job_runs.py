@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,12 +21,19 @@ from pipeline import routing
 
 from telemetry import settings
 from telemetry.settings import REPO_ROOT
+from dev.simulator import truth as ground_truth
 from dev.stack.kafka import Kafka
 from telemetry.topics import CATALOGUE
 from tests.support.databases import migrated_database
 
 JOB_TIMEOUT_S = 420
 DRAIN_TIMEOUT_S = 120
+
+
+def decoded(value: bytes) -> Any:
+    """A JSON record of the job's output, its numbers with a fraction as Decimal: money is written as exact
+    decimal numbers, and a double would not hold it."""
+    return json.loads(value, parse_float=Decimal)
 
 
 def epoch_ms(ch_datetime: str) -> int:
@@ -65,7 +73,7 @@ def simulate(stack_env: dict[str, str], truth_path: Path, *args: str) -> dict[st
                           "--bootstrap", stack_env["KAFKA_DIRECT_URL"], "--truth", str(truth_path), *args],
                          cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True)
     assert sim.returncode == 0, sim.stderr[-3000:]
-    return json.loads(truth_path.read_text())
+    return ground_truth.load(truth_path)
 
 
 def local_jars() -> str:
@@ -97,6 +105,29 @@ def run_job(stack_env: dict[str, str], work: Path, *args: str) -> None:
 
 
 @contextmanager
+def live_job(stack_env: dict[str, str], work: Path, *args: str) -> Iterator[tuple[subprocess.Popen, subprocess.Popen]]:
+    """(job, heartbeat): the job unbounded from now on, with watermark heartbeats every 200 ms beside it as in
+    production, out-of-orderness 500 ms, checkpoints every second, no enrichment; `args` add to or override those.
+    Their logs are work / job.log and work / heartbeat.log (a pipe nobody reads would stall the heartbeat once
+    full, and event time with it); both are killed on leaving."""
+    began = int(time.time() * 1000)
+    with open(work / "heartbeat.log", "w") as beats, open(work / "job.log", "w") as log:
+        heartbeat = subprocess.Popen([sys.executable, "-m", "services.heartbeat", "--interval-ms", "200"],
+                                     cwd=REPO_ROOT, env=stack_env, stdout=beats, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(job_command(stack_env, work, "--startup-mode", "timestamp", "--startup-timestamp-ms",
+                                           str(began), "--out-of-orderness-ms", "500", "--checkpoint-interval-ms",
+                                           "1000", "--prometheus-url", "", "--lake-uri", str(work / "lake"), *args,
+                                           bounded=False),
+                               cwd=REPO_ROOT, env=stack_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield job, heartbeat
+        finally:
+            for process in (job, heartbeat):
+                process.kill()
+                process.wait()
+
+
+@contextmanager
 def loaded_clickhouse(stack_env: dict[str, str], clickhouse_url: str) -> Iterator[tuple[Any, str]]:
     """The loader (--once) puts the job's committed rows into a freshly migrated ClickHouse database; yields
     (client, database) and drops the database afterwards."""
@@ -116,7 +147,7 @@ def loaded_clickhouse(stack_env: dict[str, str], clickhouse_url: str) -> Iterato
 def usage_rows(client: Any, database: str) -> list[dict[str, Any]]:
     """usage_10s summed per window and key, as truth_compare.summed reads rows."""
     dims = ", ".join(routing.DIMS)
-    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, "tasks", "task_failures", "task_retries",
+    metrics = [*routing.INT_METRICS, *routing.FLOAT_METRICS, *routing.MONEY_METRICS, "tasks", "task_failures", "task_retries",
                "task_queue_ms_sum", "task_load_ms_sum", "task_init_ms_sum", "task_inference_ms_sum",
                "task_duration_ms_sum"]
     result = client.query(

@@ -1,6 +1,7 @@
 """The cost model against the dev ClickHouse: price catalogue versions, the cost views, and the catalogue loader.
 
-Every expected cost is worked out by hand in the test; the facts are inserted directly, as the loader would.
+Every expected cost is worked out by hand in the test; the facts are inserted directly, as the loader would. Costs
+are exact decimals: equal to the hand-worked value, or within 10^-9 where a share divides by 3.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +36,22 @@ def at(hours: float = 0, minutes: float = 0) -> datetime:
 
 def naive(moment: datetime) -> datetime:
     return moment.replace(tzinfo=None)  # how clickhouse-connect returns UTC times
+
+
+D = Decimal
+
+
+class Near:
+    """Equal to a Decimal within 10^-9 of the expected value (a share of a third); a float is never equal."""
+
+    def __init__(self, expected: Decimal) -> None:
+        self.expected = expected
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decimal) and abs(other - self.expected) <= D("1e-9")
+
+    def __repr__(self) -> str:
+        return f"Near({self.expected})"
 
 
 @pytest.fixture(scope="module")
@@ -112,24 +130,24 @@ def test_a_new_version_reprices_history_and_the_newest_version_wins_overlaps(cli
     insert_facts(client, database, [fact("run", "n1", "NV6", at(0), at(2))])
 
     load_rows(client, database, tmp_path, [price("vm_hour", "NV6", 0.9)], version=1)
-    assert task_costs(client, database)["run"][0] == pytest.approx(2 * 0.9)
+    assert task_costs(client, database)["run"][0] == D("1.8")
 
     # Version 2 raises the price from T0 + 1 h: the same fact, re-priced at once: 1 h at 0.9, 1 h at 1.1
     load_rows(client, database, tmp_path, [price("vm_hour", "NV6", 1.1, valid_from=at(1))], version=2)
-    assert task_costs(client, database)["run"][0] == pytest.approx(0.9 + 1.1)
+    assert task_costs(client, database)["run"][0] == D("2.0")
     activity = client.query(f"SELECT hour, active_seconds, vm_hour_price, active_cost FROM {database}.vm_activity_1h ORDER BY hour").result_rows
-    assert activity == [(naive(at(0)), 3600.0, 0.9, pytest.approx(0.9)), (naive(at(1)), 3600.0, 1.1, pytest.approx(1.1))]
+    assert activity == [(naive(at(0)), 3600.0, D("0.9"), D("0.9")), (naive(at(1)), 3600.0, D("1.1"), D("1.1"))]
 
     # Version 3 corrects T0 - 1 h .. T0 + 1 h retroactively to 1.0; it overrides version 1 there and only there
     load_rows(client, database, tmp_path, [price("vm_hour", "NV6", 1.0, valid_from=at(-1), valid_to=at(1))], version=3)
-    assert task_costs(client, database)["run"][0] == pytest.approx(1.0 + 1.1)
+    assert task_costs(client, database)["run"][0] == D("2.1")
     in_force = client.query(
         f"SELECT valid_from, valid_to, unit_price, version FROM {database}.price_in_force WHERE kind = 'vm_hour' ORDER BY valid_from"
     ).result_rows
     assert in_force == [
-        (naive(LONG_AGO), naive(at(-1)), 0.9, 1),
-        (naive(at(-1)), naive(at(1)), 1.0, 3),
-        (naive(at(1)), naive(OPEN_END), 1.1, 2),
+        (naive(LONG_AGO), naive(at(-1)), D("0.9"), 1),
+        (naive(at(-1)), naive(at(1)), D("1.0"), 3),
+        (naive(at(1)), naive(OPEN_END), D("1.1"), 2),
     ]
     # The catalogue keeps every version whole: nothing was rewritten
     assert client.command(f"SELECT count() FROM {database}.price_catalogue") == 3
@@ -147,14 +165,14 @@ def test_price_in_force_merges_stretches_of_one_price_and_leaves_gaps_unpriced(c
         f"SELECT item, valid_from, valid_to, unit_price, version FROM {database}.price_in_force ORDER BY item, valid_from"
     ).result_rows
     assert rows == [
-        ("NC6s_v3", naive(at(0)), naive(at(5)), 3.0, 1),
-        ("NV6", naive(LONG_AGO), naive(at(0)), 0.5, 1),
-        ("NV6", naive(at(0)), naive(at(2)), 0.7, 2),  # one period, though version 1 has a bound inside it
-        ("NV6", naive(at(2)), naive(OPEN_END), 0.6, 1),  # version 1's two rows at 0.6, merged
+        ("NC6s_v3", naive(at(0)), naive(at(5)), D("3.0"), 1),
+        ("NV6", naive(LONG_AGO), naive(at(0)), D("0.5"), 1),
+        ("NV6", naive(at(0)), naive(at(2)), D("0.7"), 2),  # one period, though version 1 has a bound inside it
+        ("NV6", naive(at(2)), naive(OPEN_END), D("0.6"), 1),  # version 1's two rows at 0.6, merged
     ]
     # an attempt on NC6s_v3 before its first price has none
     insert_facts(client, database, [fact("early", "n9", "NC6s_v3", at(-2), at(-1))])
-    assert task_costs(client, database)["early"] == (0.0, 0.0, 0.0, 0.0, "unpriced", ["vm_hour:NC6s_v3"])
+    assert task_costs(client, database)["early"] == (D(0), D(0), D(0), D(0), "unpriced", ["vm_hour:NC6s_v3"])
 
 
 # --- the views -------------------------------------------------------------------------------------------------
@@ -193,15 +211,15 @@ def test_cost_usage_1h_prices_each_hour_with_the_prices_in_force(client: Client,
         f"load_transfer_bytes, token_cost, gpu_cost, cpu_cost, load_cost, total_cost, unpriced "
         f"FROM {database}.cost_usage_1h ORDER BY hour, model"
     ).result_rows
-    approx = pytest.approx
     assert rows == [
-        (naive(at(0)), "m1", "ck1", 3, 1500, 500, 2700.0, 3600.0, 6, 10_000_000_000, 6_000_000_000,
-         approx(1.5 * 0.002 + 0.5 * 0.004), approx(0.75 * 2.0), approx(1 * 0.06), approx(6 * 0.02),
-         approx(0.005 + 1.5 + 0.06 + 0.12), []),
-        (naive(at(0)), "m2", "", 1, 2000, 1000, 0.0, 0.0, 0, 0, 0, approx(2 * 0.001), 0.0, 0.0, 0.0, approx(0.002),
+        (naive(at(0)), "m1", "ck1", 3, 1500, 500, D(2700), D(3600), 6, 10_000_000_000, 6_000_000_000,
+         D("1.5") * D("0.002") + D("0.5") * D("0.004"), D("0.75") * 2, 1 * D("0.06"), 6 * D("0.02"),
+         D("0.005") + D("1.5") + D("0.06") + D("0.12"), []),
+        (naive(at(0)), "m2", "", 1, 2000, 1000, D(0), D(0), 0, 0, 0, 2 * D("0.001"), D(0), D(0), D(0), D("0.002"),
          ["tokens_out_1k:m2"]),
-        (naive(at(1)), "m1", "ck1", 0, 0, 0, 3600.0, 0.0, 0, 0, 0, 0.0, approx(3.0), 0.0, 0.0, approx(3.0), []),
+        (naive(at(1)), "m1", "ck1", 0, 0, 0, D(3600), D(0), 0, 0, 0, D(0), D(3), D(0), D(0), D(3), []),
     ]
+    assert all(isinstance(v, Decimal) for row in rows for v in row[11:16])  # costs are decimals, not doubles
 
 
 def test_vm_activity_merges_overlapping_attempts_and_idle_is_observed_minus_active(client: Client, database: str, tmp_path: Path) -> None:
@@ -221,27 +239,26 @@ def test_vm_activity_merges_overlapping_attempts_and_idle_is_observed_minus_acti
         f"SELECT hour, node_id, host_name, vm_type, active_seconds, observed_seconds, idle_seconds, vm_hour_price, "
         f"active_cost, idle_cost, unpriced FROM {database}.vm_activity_1h ORDER BY node_id, hour"
     ).result_rows
-    approx = pytest.approx
     assert rows == [
         # hour 0: active 0:10-1:00 once (not A + B + C = 90 min), observed from A's queued_at 0:05
-        (naive(at(0)), "n1", "host-n1", "NV6", 3000.0, 3300.0, 300.0, 1.2, approx(1.0), approx(0.1), []),
+        (naive(at(0)), "n1", "host-n1", "NV6", 3000.0, 3300.0, 300.0, D("1.2"), D("1.0"), D("0.1"), []),
         # hour 1: B until 1:20, D 1:50-2:00; observed 1:00-1:20 and from D's queued_at 1:45
-        (naive(at(1)), "n1", "host-n1", "NV6", 1800.0, 2100.0, 300.0, 1.2, approx(0.6), approx(0.1), []),
-        (naive(at(0)), "n2", "host-n2", "ZZ_unknown", 3600.0, 3600.0, 0.0, None, 0.0, 0.0, ["vm_hour:ZZ_unknown"]),
+        (naive(at(1)), "n1", "host-n1", "NV6", 1800.0, 2100.0, 300.0, D("1.2"), D("0.6"), D("0.1"), []),
+        (naive(at(0)), "n2", "host-n2", "ZZ_unknown", 3600.0, 3600.0, 0.0, None, D(0), D(0), ["vm_hour:ZZ_unknown"]),
     ]
     costs = task_costs(client, database)
     # Each stretch of VM time split among the attempts running then (1.2 per hour = 0.02 per minute):
     # A alone 20 min, A+B 5, A+B+C 5, B+C 5, B alone 35 min; D alone 10 min
-    per_minute = 1.2 / 60
+    per_minute = D("1.2") / 60
     expected = {
-        "A": per_minute * (20 + 5 / 2 + 5 / 3), "B": per_minute * (5 / 2 + 5 / 3 + 5 / 2 + 35),
-        "C": per_minute * (5 / 3 + 5 / 2), "D": per_minute * 10, "E": 0.0,
+        "A": per_minute * (20 + D(5) / 2 + D(5) / 3), "B": per_minute * (D(5) / 2 + D(5) / 3 + D(5) / 2 + 35),
+        "C": per_minute * (D(5) / 3 + D(5) / 2), "D": per_minute * 10, "E": D(0),
     }
     for task, vm_cost in expected.items():
-        assert costs[task] == (approx(vm_cost), 0.0, 0.0, approx(vm_cost), "vm", []), task
+        assert costs[task] == (Near(vm_cost), D(0), D(0), Near(vm_cost), "vm", []), task
     # ... so the attempts add up to the VM's active cost, and with idle to what the VM cost while observed
-    assert sum(expected.values()) == approx(1.0 + 0.6)
-    assert costs["F"] == (0.0, approx(0.5 * 2.0), approx(2 * 0.05), approx(1.0 + 0.1), "resources", ["vm_hour:ZZ_unknown"])
+    assert sum(costs[task][0] for task in expected) == Near(D("1.0") + D("0.6"))
+    assert costs["F"] == (D(0), Near(D("0.5") * 2), Near(2 * D("0.05")), Near(D("1.1")), "resources", ["vm_hour:ZZ_unknown"])
     duration, load_s, vm_type = client.query(
         f"SELECT duration_s, checkpoint_load_s, vm_type FROM {database}.cost_tasks WHERE task_id = 'E'").result_rows[0]
     assert (duration, load_s, vm_type) == (0.0, 1.5, "NV6")
@@ -257,7 +274,7 @@ def test_cost_of_failed_and_successful_runs_is_a_group_by(client: Client, databa
     ])
     rows = client.query(
         f"SELECT status, count(), sum(total_cost) FROM {database}.cost_tasks GROUP BY status ORDER BY status").result_rows
-    assert rows == [("failed", 1, pytest.approx(0.9 / 3)), ("finished", 3, pytest.approx(0.9 + 1.5 + 0.45))]
+    assert rows == [("failed", 1, D("0.3")), ("finished", 3, D("0.9") + D("1.5") + D("0.45"))]
 
 
 # --- the loader ------------------------------------------------------------------------------------------------
@@ -299,6 +316,7 @@ def test_a_catalogue_in_another_currency_is_refused(client: Client, database: st
         (price("vm_hours", "NV6", 1.0), r":4: unknown kind 'vm_hours'; known: vm_hour, gpu_hour"),
         (price("vm_hour", "NV6", -0.5), r":4: unit_price -0.5 is negative"),
         ({**price("vm_hour", "NV6", 1.0), "unit_price": "cheap"}, r":4: unit_price 'cheap' is not a number"),
+        (price("tokens_in_1k", "*", "0.0000000000001"), r":4: unit_price 1e-13 has more than 12 decimals"),
         (price("vm_hour", "NV6", 1.0, valid_from=at(5), valid_to=at(5)),
          rf":4: valid_to {at(5):%Y-%m-%d %H:%M} is not after valid_from {at(5):%Y-%m-%d %H:%M}"),
         (price("vm_hour", "NV6", 1.0, currency="usd"), r":4: currency 'usd' is not an ISO 4217 code"),

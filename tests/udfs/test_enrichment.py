@@ -36,7 +36,7 @@ def fake_facts() -> list[Row]:
         fact = {name: None for name in FACT_NAMES}
         fact.update(task_id=f"task-{i:05d}", attempt=1, status="finished", host_name=node.name, started_at=start,
                     finished_at=end, enrichment_status="pending", job_version="", error_message="",
-                    version=fact_version(end, "finished"))
+                    version=fact_version(1))
         rows.append(to_row(fact))
     return rows
 
@@ -66,7 +66,7 @@ def check(out: list[dict[str, Any]]) -> set[str]:
     for f in out:
         node = nodes[f["host_name"]]
         assert f["enrichment_status"] == (OK if node.gpu_util else PARTIAL)
-        assert f["version"] == fact_version(f["finished_at"], "finished") + 1
+        assert f["version"] == fact_version(1, enriched=True)
         want = expected(node, f["started_at"], f["finished_at"])
         for key, value in want.items():
             assert (f[key] is None) if value is None else abs(f[key] - value) <= 0.01 * abs(value) + 1e-9, key

@@ -87,7 +87,7 @@ def opened() -> tuple[LifecycleJoin, Runtime]:
 
 def task_row(**overrides: Any) -> tuple[Any, ...]:
     event = example("xumi_task", ts="2026-01-01T00:00:00.000Z", **overrides)
-    return (event["task_id"], json.dumps(event), "xumi_task", 3, 1234, TS)
+    return (event["task_id"], json.dumps(event), False, "xumi_task", 3, 1234, TS)
 
 
 def test_an_event_the_join_fails_on_goes_to_the_dlq_and_the_state_stays(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ def test_a_valid_record_is_one_wide_row_in_routing_order_and_a_task_event_also_g
     outputs = run(route, "xumi_task", record("xumi_task"), offset=41)
     (tag, task), main = outputs
     assert tag == TASK_TAG and main[routing.ROW_NAMES.index("topic")] == "xumi_task"
-    assert (task[0], *task[2:]) == (example("xumi_task")["task_id"], "xumi_task", 2, 41, TS)
+    assert (task[0], *task[2:]) == (example("xumi_task")["task_id"], False, "xumi_task", 2, 41, TS)
 
 
 def test_counters_are_handed_to_flink_when_the_watermark_moves() -> None:

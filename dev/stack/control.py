@@ -15,10 +15,11 @@ from dev.stack.clickhouse import ClickHouse
 from dev.stack.flink import Flink
 from dev.stack.kafka import Kafka
 from dev.stack.minio import MinIO
+from dev.stack.postgres import Postgres
 from dev.stack.process import POLL_SECONDS, Service, StackError, stop
 from dev.stack.prometheus import Prometheus
 
-SERVICES: tuple[type[Service], ...] = (Kafka, ClickHouse, MinIO, Prometheus, Flink)
+SERVICES: tuple[type[Service], ...] = (Kafka, ClickHouse, Postgres, MinIO, Prometheus, Flink)
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 
 Print = Callable[[str], None]

@@ -1,0 +1,100 @@
+"""The API's two stores: PostgreSQL through an async psycopg pool (as POSTGRES_API_USER) and ClickHouse through
+clickhouse-connect as the read-only reader, one client per worker thread. Failures become 503 problems that name
+the store and the reason; nothing partial is returned."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import psycopg
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from services.api.problems import Problem, unavailable
+from telemetry import clickhouse
+from telemetry.settings import Settings
+
+# ClickHouse error codes that mean "not now" rather than a bug: timeout, memory, too many queries, network.
+_TRANSIENT_CODES = {"159", "160", "202", "209", "210", "241", "242", "394", "516"}
+
+
+class ClickHouseReader:
+    """Read-only queries with server-side parameters; a client per thread (FastAPI runs sync endpoints in a pool)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = settings.clickhouse_database
+        self._local = threading.local()
+
+    def _client(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = clickhouse.connect(
+                self.settings, reader=True, connect_timeout=3, send_receive_timeout=self.settings.api_query_timeout_s + 5,
+                autogenerate_session_id=False, query_limit=0)
+            client.set_client_setting("max_execution_time", self.settings.api_query_timeout_s)
+            self._local.client = client
+        return client
+
+    def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a SELECT as dicts; a 503 problem when ClickHouse cannot answer now."""
+        try:
+            result = self._client().query(sql.replace("{db}", self.database), parameters=parameters)
+        except DatabaseError as exc:
+            code = getattr(exc, "code", None) or _error_code(str(exc))
+            self._local.client = None
+            if code in _TRANSIENT_CODES:
+                raise unavailable("clickhouse", f"ClickHouse could not answer: {_first_line(exc)}") from exc
+            raise Problem(500, "internal-error", "Internal error", f"ClickHouse refused a query: {_first_line(exc)}") from exc
+        except (ClickHouseError, OSError) as exc:
+            self._local.client = None
+            raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
+                                            f"{_first_line(exc)}") from exc
+        names = result.column_names
+        return [dict(zip(names, row)) for row in result.result_rows]
+
+    def ping(self) -> bool:
+        try:
+            return self._client().ping()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            self._local.client = None
+            return False
+
+
+def _error_code(text: str) -> str | None:
+    marker = "Code: "
+    at = text.find(marker)
+    if at < 0:
+        return None
+    digits = "".join(ch for ch in text[at + len(marker):at + len(marker) + 6] if ch.isdigit())
+    return digits or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+class Postgres:
+    """The async pool of the API's PostgreSQL login."""
+
+    def __init__(self, settings: Settings, max_size: int = 10) -> None:
+        self.settings = settings
+        self.pool = AsyncConnectionPool(settings.postgres_conninfo(api=True), min_size=1, max_size=max_size,
+                                        open=False, timeout=5, kwargs={"autocommit": True, "connect_timeout": 3})
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+                return await cur.fetchall() if cur.description else []
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise unavailable("postgresql", f"PostgreSQL did not answer: {_first_line(exc)}") from exc

@@ -67,10 +67,11 @@ def build(tenants: int = 2, users: int = 4, hours: int = 6, end: datetime | None
         t = Tenant(str(uuid.UUID(int=rng.getrandbits(128), version=4)), code)
         t.departments = [f"{code}-research", f"{code}-finance"]
         t.projects = {f"{code}-chat": t.departments[0], f"{code}-reports": t.departments[1]}
-        # the first user of every tenant works on a laptop: a host name that names a person
         t.users = {f"{code}-user{j}": t.departments[j % 2] for j in range(users)}
         t.nodes = [(str(uuid.UUID(int=rng.getrandbits(128), version=4)), f"aks-{code}-vmss00000{k}", VM_TYPES[k % 3])
                    for k in range(2)]
+        # a workstation named after its user: a host name that names a person (API_PERSONAL_HOSTS)
+        t.nodes.append((str(uuid.UUID(int=rng.getrandbits(128), version=4)), f"{code}-user0-workstation", "NV6"))
         out.append(t)
     shared = [(str(uuid.UUID(int=rng.getrandbits(128), version=4)), "aks-shared-vmss000000", "NC24ads_A100_v4")]
     return Dataset(out, shared, end - timedelta(hours=hours), end)
@@ -121,7 +122,7 @@ def write(client: Client, database: str, data: Dataset, seed: int = 7) -> None:
                     n_task += 1
                     task_id = f"{t.code}-task-{n_task:06d}"
                     data.task_ids[t.tenant_id].append(task_id)
-                    node = (t.nodes + data.shared_nodes)[(n_task + attempt) % (len(t.nodes) + len(data.shared_nodes))]
+                    node = (t.nodes + data.shared_nodes)[n_task % (len(t.nodes) + len(data.shared_nodes))]
                     queued = hour + timedelta(seconds=rng.randint(0, 3000))
                     started = queued + timedelta(milliseconds=rng.randint(100, 5000))
                     finished = started + timedelta(milliseconds=rng.randint(5_000, 300_000))
@@ -142,7 +143,7 @@ def write(client: Client, database: str, data: Dataset, seed: int = 7) -> None:
                         "job_version": "test", "version": 1,
                     })
                 for k, topic in enumerate(AUDIT_TOPICS):
-                    host = f"{user}-laptop" if u_index == 0 else t.nodes[0][1]
+                    host = f"{user}-laptop" if u_index == 0 else t.nodes[0][1]  # a laptop names its user
                     audit.append({
                         "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                         "ts": _ts(hour + timedelta(seconds=rng.randint(0, 3599), milliseconds=k)), "topic": topic,

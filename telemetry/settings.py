@@ -113,9 +113,9 @@ class Settings:
     def postgres_credentials_file(self) -> Path:
         return self.state_dir / "postgres" / "credentials.env"
 
-    def postgres_conninfo(self, api: bool = False) -> str:
+    def postgres_conninfo(self, api: bool = False, database: str | None = None) -> str:
         """libpq connection string for the schema owner, or for the API's login: the password from the environment,
-        else the one the local stack generated."""
+        else the one the local stack generated. database: another database of the same server."""
         user = self.postgres_api_user if api else self.postgres_user
         password = self.postgres_api_password if api else self.postgres_password
         local = read_env_file(self.postgres_credentials_file)
@@ -124,7 +124,7 @@ class Settings:
             password = local.get(f"{prefix}PASSWORD", "")
         url = urlparse(self.postgres_url)
         parts = {"host": url.hostname or "127.0.0.1", "port": str(url.port or 5432),
-                 "dbname": url.path.lstrip("/") or "telemetry", "user": user, "password": password,
+                 "dbname": database or url.path.lstrip("/") or "telemetry", "user": user, "password": password,
                  "application_name": "telemetry-api" if api else "telemetry"}
         return " ".join(f"{key}='{_conninfo_quote(value)}'" for key, value in parts.items() if value)
 
@@ -234,6 +234,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     }.items():
         if field in raw:
             values[field] = _check_url(_ENV_NAMES[field], raw[field], schemes)
+    if "api_oidc_issuer" in raw:  # compared with the tokens' iss claim as it is: a trailing slash matters
+        values["api_oidc_issuer"] = raw["api_oidc_issuer"]
     if "retention_months" in raw:
         try:
             months = int(raw["retention_months"])

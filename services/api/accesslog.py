@@ -27,6 +27,9 @@ def chain_hash(prev_hash: str, record: str) -> str:
 
 
 def bounded(value: str) -> str:
+    """A caller's string as the log keeps it: at most MAX_VALUE_CHARS (marked with its length), NUL as U+FFFD (a
+    record is read back as PostgreSQL jsonb, which has no NUL)."""
+    value = value.replace("\x00", "\ufffd")
     if len(value) <= MAX_VALUE_CHARS:
         return value
     return f"{value[:MAX_VALUE_CHARS]}...({len(value)} chars)"

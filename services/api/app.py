@@ -84,6 +84,7 @@ class RequestAudit:
     principal: str = ""
     tenants: list[str] = field(default_factory=list)
     rows: int | None = None
+    body: str = ""  # a POST's body, as sent (bounded)
 
 
 def audit_of(request: Request) -> RequestAudit:
@@ -115,6 +116,13 @@ class Gate:
             return
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
+        received: list[bytes] = []
+
+        async def recording() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request" and sum(map(len, received)) < accesslog.MAX_VALUE_CHARS * 4:
+                received.append(message.get("body", b""))
+            return message
 
         async def capture(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -123,7 +131,8 @@ class Gate:
                 chunks.append(message.get("body", b""))
 
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, recording, capture)
+            audit.body = b"".join(received).decode("utf-8", "replace")
             status, out_headers, body = start["status"], list(start.get("headers", [])), b"".join(chunks)
         except Exception as exc:  # noqa: BLE001 - a bug must still be answered and logged
             problem = Problem(500, "internal-error", "Internal error", f"{type(exc).__name__} while answering; the "
@@ -170,6 +179,7 @@ class Gate:
             "endpoint": endpoint,
             "path": accesslog.bounded(scope["path"]),
             "params": accesslog.parameters(parse_qsl(query, keep_blank_values=True)),
+            "body": accesslog.bounded(audit.body),
             "status": status,
             "rows": audit.rows,
             "ms": round((time.perf_counter() - started) * 1000, 1),

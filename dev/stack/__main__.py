@@ -33,7 +33,7 @@ Everything binds to 127.0.0.1 (except Flink's Prometheus reporters, which have n
 Data, logs, pid files and generated configuration live under TELEMETRY_STATE_DIR/<service>/ (default <repo>/.local).
 `up` leaves a running, healthy service alone and starts the others detached, then waits until they are healthy
 (printing the end of a failing service's logs); a port taken by another process is an error naming the port and
-the variable that moves it. `down` sends SIGTERM, then SIGKILL after a grace period. Restart a service
+the variable that moves it. `down` sends SIGTERM (SIGINT to PostgreSQL: its fast shutdown), then SIGKILL after a grace period. Restart a service
 (`down NAME` then `up NAME`) to apply a changed setting.
 
 exit status: 0 success (for status: every service named is running and healthy), 1 a service failed or is not

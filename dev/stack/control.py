@@ -147,7 +147,7 @@ def up(settings: Settings, names: list[str] | None = None, echo: Print = print) 
 
 
 def down(settings: Settings, names: list[str] | None = None, echo: Print = print) -> None:
-    """Stop the named services (all when none are named): SIGTERM, then SIGKILL after each one's grace period."""
+    """Stop the named services (all when none are named): each one's stop signal, then SIGKILL after its grace period."""
     services = list(reversed(select(settings, names)))
     for name, pids in stop(services).items():
         echo(f"{name:<11} " + (f"stopped (pid {', '.join(map(str, pids))})" if pids else "not running"))

@@ -149,9 +149,13 @@ class Gate:
                 await self.state.pg.fetch("SELECT seq FROM append_access_log(%s)", (record,))
             except Exception as exc:  # noqa: BLE001 - whatever failed, the answer must not leave unlogged
                 self.state.metrics.audit_failures.inc()
-                reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
-                problem = unavailable("audit", f"the access log could not be written ({reason}); the answer was "
-                                               "withheld: try again")
+                if isinstance(exc, Problem) and exc.code == "postgresql-unavailable":
+                    problem = unavailable("postgresql", f"{exc.detail}; the request was refused (its access-log "
+                                                        "record could not be written either)")
+                else:
+                    reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+                    problem = unavailable("audit", f"the access log could not be written ({reason}); the answer was "
+                                                   "withheld: try again")
                 status, headers, body = problem_response(problem, scope["path"])
         self.state.metrics.requests.inc(endpoint, str(status))
         self.state.metrics.latency.observe(endpoint, value=time.perf_counter() - started)

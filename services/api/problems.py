@@ -59,6 +59,8 @@ CODES: dict[str, str] = {
     "tenant-not-permitted": "403: a tenant outside the caller's grant was asked for",
     "range-exceeds-role-limit": "403: the time range is longer than the role may read in one request",
     "identity-not-permitted": "403: the role sees pseudonyms only, and filtered by a user id",
+    "jwks-unavailable": "503: the OIDC provider's JWKS could not be fetched (and no keys were cached)",
+    "http-405": "405: the endpoint exists, the method does not",
     "clickhouse-unavailable": "503: ClickHouse did not answer (the reason follows); nothing partial is returned",
     "postgresql-unavailable": "503: PostgreSQL did not answer; the request was refused",
     "audit-unavailable": "503: the access log could not be written, so the answer was withheld",

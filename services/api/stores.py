@@ -1,16 +1,16 @@
-"""The API's two stores: PostgreSQL through an async psycopg pool (as POSTGRES_API_USER) and ClickHouse through
+"""The API's two stores: PostgreSQL through async psycopg connections (as POSTGRES_API_USER) and ClickHouse through
 clickhouse-connect as the read-only reader, one client per worker thread. Failures become 503 problems that name
 the store and the reason; nothing partial is returned."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, Sequence
 
 import psycopg
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
 from services.api.problems import Problem, unavailable
 from telemetry import clickhouse
@@ -42,6 +42,10 @@ class ClickHouseReader:
         """The rows of a SELECT as dicts; a 503 problem when ClickHouse cannot answer now."""
         try:
             result = self._client().query(sql.replace("{db}", self.database), parameters=parameters)
+        except OperationalError as exc:  # no answer at all: the network, a restart
+            self._local.client = None
+            raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
+                                            f"{_first_line(exc)}") from exc
         except DatabaseError as exc:
             code = getattr(exc, "code", None) or _error_code(str(exc))
             self._local.client = None
@@ -78,23 +82,54 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Postgres:
-    """The async pool of the API's PostgreSQL login."""
+    """Connections of the API's PostgreSQL login, kept open between requests (at most max_size at once).
+
+    Deliberately simple: a request that finds no idle connection opens one, so when PostgreSQL comes back after an
+    outage the next request works (a pool reconnecting in the background with back-off took up to a minute)."""
 
     def __init__(self, settings: Settings, max_size: int = 10) -> None:
-        self.settings = settings
-        self.pool = AsyncConnectionPool(settings.postgres_conninfo(api=True), min_size=1, max_size=max_size,
-                                        open=False, timeout=5, kwargs={"autocommit": True, "connect_timeout": 3})
+        self.conninfo = settings.postgres_conninfo(api=True)
+        self.url = settings.postgres_url
+        self.max_size = max_size
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.slots: asyncio.Semaphore | None = None
 
     async def open(self) -> None:
-        await self.pool.open(wait=False)
+        self.slots = asyncio.Semaphore(self.max_size)
 
     async def close(self) -> None:
-        await self.pool.close()
+        while self.idle:
+            await self.idle.pop().close()
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement (autocommit); a 503 problem when PostgreSQL does not answer."""
+        assert self.slots is not None, "open() first"
         try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(sql, params)  # type: ignore[arg-type]
-                return await cur.fetchall() if cur.description else []
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise unavailable("postgresql", f"PostgreSQL did not answer: {_first_line(exc)}") from exc
+            await asyncio.wait_for(self.slots.acquire(), timeout=5)
+        except TimeoutError:
+            raise unavailable("postgresql", f"all {self.max_size} connections to PostgreSQL stayed busy for 5 s") from None
+        try:
+            # An idle connection may have died with a restarted server: one more try on a new one.
+            for reused in (True, False):
+                conn = self.idle.pop() if reused and self.idle else None
+                try:
+                    if conn is None:
+                        reused = False
+                        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=3)
+                    cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+                    rows = await cur.fetchall() if cur.description else []
+                except psycopg.OperationalError as exc:
+                    if conn is not None:
+                        await conn.close()
+                    if reused:
+                        continue
+                    raise unavailable("postgresql", f"PostgreSQL at {self.url} did not answer: {_first_line(exc)}") from exc
+                except BaseException:
+                    if conn is not None:
+                        await conn.close()
+                    raise
+                self.idle.append(conn)
+                return rows
+            raise AssertionError("unreachable")
+        finally:
+            self.slots.release()

@@ -2,7 +2,8 @@
 
 Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, sends about 200k
 records over every topic (malformed ones included), waits until ClickHouse holds the simulator's ground
-truth, prints a summary per role, then cancels the job and stops the loader.
+truth, prints a summary per role, cancels the job and stops the loader, then starts the API and prints one call
+per role with a token of that role (dev/demo_api.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 from telemetry import clickhouse
 from telemetry import settings as cfg
 from pipeline.routing import WINDOW_MS
+from dev import demo_api
 from dev.stack.flink import cli
 
 TIMEOUT_S = 240
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_run(s, job_id, loader, heartbeat)
         loader_log.close()
         say(f"job {job_id} cancelled, loader stopped")
+    demo_api.show(s, 1, start_ms, start_ms + duration_ms, work, say)
+    say("API stopped")
     return 0
 
 

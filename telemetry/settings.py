@@ -81,6 +81,7 @@ class Settings:
     api_oidc_jwks_url: str | None = _doc(None, "API: the issuer's JWKS (its signing keys); required with API_OIDC_ISSUER")
     api_max_rows: int = _doc(1000, "API: most rows one page of a list returns (limit=), 1-100000")
     api_query_timeout_s: int = _doc(10, "API: longest a ClickHouse query may run (max_execution_time), 1-600 s")
+    api_cache_seconds: int = _doc(10, "API: how long a ClickHouse answer is reused for the same query and parameters, 0-3600 s (0: never)")
     api_personal_hosts: str = _doc(r"(?i)(laptop|desktop|workstation|macbook)", "API: host names matching this regular expression name a person, and are pseudonymised like user ids")
     # Where the local stack keeps data, logs and generated credentials
     state_dir: Path = _doc(REPO_ROOT / ".local", "data, logs and generated credentials of the local stack")
@@ -246,7 +247,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         values["retention_months"] = months
     for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535),
                             ("heartbeat_interval_ms", 10, 60_000), ("heartbeat_delay_ms", 0, 3_600_000),
-                            ("api_port", 1, 65535), ("api_max_rows", 1, 100_000), ("api_query_timeout_s", 1, 600)):
+                            ("api_port", 1, 65535), ("api_max_rows", 1, 100_000), ("api_query_timeout_s", 1, 600),
+                            ("api_cache_seconds", 0, 3600)):
         if name in raw:
             values[name] = _check_int(_ENV_NAMES[name], raw[name], low, high)
     if "loader_metrics_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["loader_metrics_host"]):

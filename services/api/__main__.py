@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: without it the body of every answer on a kept-alive connection waited for
+    # the client's delayed ACK of the headers (Nagle), about 40 ms per request (measured: 45 ms -> 0.6 ms)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((args.host, args.port))
     except OSError as exc:

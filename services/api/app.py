@@ -9,6 +9,7 @@ the answer; when the record cannot be written the answer is withheld and the cal
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -34,6 +35,7 @@ from services.api.stores import ClickHouseReader, Postgres
 from telemetry.promtext import Histogram, Metric as Series
 from telemetry.settings import Settings
 
+LOG = logging.getLogger("services.api")
 VERSION = "1.0.0"
 # Operational endpoints without tenant data: no token, not in the access log (probes would flood it).
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -49,9 +51,13 @@ class ApiMetrics:
                                  ("endpoint",))
         self.audit_failures = Series("telemetry_api_audit_failures_total", "counter",
                                      "Requests refused because their access-log record could not be written")
+        self.cache = Series("telemetry_api_clickhouse_cache_total", "counter",
+                            "ClickHouse answers served from the API's cache (hit) or queried (miss)", ("result",))
 
-    def render(self) -> str:
-        return "\n".join(line for family in (self.requests, self.latency, self.audit_failures)
+    def render(self, ch: ClickHouseReader) -> str:
+        self.cache.set("hit", value=ch.hits)
+        self.cache.set("miss", value=ch.misses)
+        return "\n".join(line for family in (self.requests, self.latency, self.audit_failures, self.cache)
                          for line in family.render()) + "\n"
 
 
@@ -135,6 +141,7 @@ class Gate:
             audit.body = b"".join(received).decode("utf-8", "replace")
             status, out_headers, body = start["status"], list(start.get("headers", [])), b"".join(chunks)
         except Exception as exc:  # noqa: BLE001 - a bug must still be answered and logged
+            LOG.exception("%s %s failed", scope["method"], scope["path"])
             problem = Problem(500, "internal-error", "Internal error", f"{type(exc).__name__} while answering; the "
                                                                       "access log has the request")
             status, out_headers, body = problem_response(problem, scope["path"])
@@ -233,11 +240,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _default(value: Any) -> Any:
+    """What json.dumps cannot write itself: times as ISO 8601 UTC, decimals as exact text."""
+    if isinstance(value, datetime):
+        return iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 class JsonBody(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(_plain(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                              default=_default).encode()
+        except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
+            return json.dumps(_plain(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def page(request: Request, rows: list[dict[str, Any]], limit: int, offset: int, meta: dict[str, Any]) -> JsonBody:
@@ -277,7 +299,7 @@ TENANT_QUERY = Query(None, description="tenant id(s) to cover, each within the c
 def requires(metric: Metric | None) -> Callable[..., Scope]:
     """A dependency: the caller may read `metric` (None: any role), over the tenants asked for."""
 
-    def dependency(request: Request, tenant: list[str] | None = TENANT_QUERY) -> Scope:
+    async def dependency(request: Request, tenant: list[str] | None = TENANT_QUERY) -> Scope:
         state: ApiState = request.app.state.api
         caller: Caller = request.scope["state"]["caller"]
         if metric is not None and metric not in caller.policy.metrics:

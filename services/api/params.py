@@ -81,10 +81,11 @@ def parse_time(name: str, text: str) -> datetime:
 
 
 def time_range(start: str | None, end: str | None, max_range: timedelta, now: datetime | None = None) -> TimeRange:
-    """[from, to): to defaults to now, from to a day before to; refuses a reversed, ancient or future range, and
-    one longer than the role may read (403, not 400: the request is fine, the role is not allowed it)."""
+    """[from, to): to defaults to now (rounded up to the next 10 s window boundary, so repeated requests share an
+    answer), from to a day before to; refuses a reversed, ancient or future range, and one longer than the role may
+    read (403, not 400: the request is fine, the role is not allowed it)."""
     now = now or datetime.now(timezone.utc)
-    until = parse_time("to", end) if end else now
+    until = parse_time("to", end) if end else _window_ceiling(now)
     since = parse_time("from", start) if start else until - min(DEFAULT_SPAN, max_range)
     if since < EARLIEST:
         raise bad_parameter("from", f"from={iso(since)} is before {iso(EARLIEST)}: no data is that old")
@@ -97,6 +98,11 @@ def time_range(start: str | None, end: str | None, max_range: timedelta, now: da
                         f"the range {iso(since)} .. {iso(until)} spans {(until - since).days} days; this role may read "
                         f"at most {max_range.days} days per request: narrow from / to", "from")
     return TimeRange(since, until)
+
+
+def _window_ceiling(moment: datetime) -> datetime:
+    seconds = moment.timestamp()
+    return datetime.fromtimestamp(-(-seconds // 10) * 10, timezone.utc)
 
 
 def identifier(name: str, value: str) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, Sequence
 
+import anyio
 import psycopg
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
@@ -21,12 +23,55 @@ _TRANSIENT_CODES = {"159", "160", "202", "209", "210", "241", "242", "394", "516
 
 
 class ClickHouseReader:
-    """Read-only queries with server-side parameters; a client per thread (FastAPI runs sync endpoints in a pool)."""
+    """Read-only queries with server-side parameters; a client per worker thread.
+
+    Answers are cached for API_CACHE_SECONDS, keyed by the query and its parameters (tenants included), so
+    dashboards refreshing the same panels cost ClickHouse one query per period; concurrent requests for the same
+    answer wait for the one query in flight instead of each sending it. Only ClickHouse's rows are cached:
+    authentication, authorisation, pseudonyms and the access log happen for every request."""
+
+    MAX_ENTRIES = 2000
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database = settings.clickhouse_database
+        self.ttl = float(settings.api_cache_seconds)
         self._local = threading.local()
+        # touched on the event loop only, so no lock
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._in_flight: dict[str, asyncio.Lock] = {}
+        self.hits = self.misses = 0
+
+    async def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a SELECT as dicts (the caller's own copies); a 503 problem when ClickHouse cannot answer now.
+        A cached answer is served on the event loop; a query runs in a worker thread (clickhouse-connect blocks)."""
+        if self.ttl <= 0:
+            return await anyio.to_thread.run_sync(self._query, sql, parameters)
+        key = sql + "\x00" + repr(sorted(parameters.items()))
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        flight = self._in_flight.setdefault(key, asyncio.Lock())
+        async with flight:  # one query per key at a time: the others find its answer in the cache
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            self.misses += 1
+            rows = await anyio.to_thread.run_sync(self._query, sql, parameters)
+            if len(self._cache) >= self.MAX_ENTRIES:
+                now = time.monotonic()
+                for stale in [k for k, (expires, _) in self._cache.items() if expires <= now] or list(self._cache)[:100]:
+                    self._cache.pop(stale, None)
+            self._cache[key] = (time.monotonic() + self.ttl, rows)
+        self._in_flight.pop(key, None)
+        return [dict(row) for row in rows]
+
+    def _fresh(self, key: str) -> list[dict[str, Any]] | None:
+        cached = self._cache.get(key)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        self.hits += 1
+        return [dict(row) for row in cached[1]]
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
@@ -38,8 +83,7 @@ class ClickHouseReader:
             self._local.client = client
         return client
 
-    def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-        """The rows of a SELECT as dicts; a 503 problem when ClickHouse cannot answer now."""
+    def _query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             result = self._client().query(sql.replace("{db}", self.database), parameters=parameters)
         except OperationalError as exc:  # no answer at all: the network, a restart

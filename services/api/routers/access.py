@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 
 
 @router.get("/access", response_model=Page[AccessRow], summary="Who accessed what: the ingest audit log")
-def access(request: Request, scope: Scope = Depends(requires(Metric.ACCESS)), from_: str | None = FROM_QUERY,
+async def access(request: Request, scope: Scope = Depends(requires(Metric.ACCESS)), from_: str | None = FROM_QUERY,
            to: str | None = TO_QUERY, topic: str | None = Query(None, description="pbac_access, pbac_politics, "
                                                                                "pbac_service, asset_access or asset_transfer"),
            user: str | None = None, resource: str | None = None, action: str | None = None,
@@ -30,8 +30,8 @@ def access(request: Request, scope: Scope = Depends(requires(Metric.ACCESS)), fr
     for name, value, column in (("topic", topic, "topic"), ("resource", resource, "resource"),
                                 ("action", action, "action"), ("decision", decision, "decision")):
         id_filter(where, name, value, column)
-    user_filter(where, scope, user)
-    rows = scope.ch.query(f"""
+    await user_filter(where, scope, user)
+    rows = await scope.ch.query(f"""
         SELECT ts, topic, event_name, tenant_id, department_id, project_id, user_id, subject, action, resource,
                decision, policy_id, host_name
         FROM {{db}}.audit_log {where.sql()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 
 from services.api import params
@@ -19,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["access control and privacy"])
 
 
 @router.get("/whoami", response_model=Single[WhoAmI], summary="The caller: principal, role, tenants, permissions")
-def whoami(request: Request, scope: Scope = Depends(requires(None))) -> JsonBody:
+async def whoami(request: Request, scope: Scope = Depends(requires(None))) -> JsonBody:
     caller = scope.caller
     return single(request, {"principal": caller.principal, "role": caller.role, "auth": caller.auth,
                             "tenants": list(caller.tenants),
@@ -36,7 +35,7 @@ async def erase(request: Request, body: ErasureRequest, scope: Scope = Depends(r
     tenant = params.scoped_tenants([params.identifier("tenant", body.tenant)], scope.caller.tenants)[0]
     user = body.user
     if is_pseudonym(user):
-        resolved = (await anyio.to_thread.run_sync(pseudonym_index, scope, tenant)).get(user)
+        resolved = (await pseudonym_index(scope, tenant)).get(user)
         if resolved is None:
             raise params.not_found(f"no user of tenant {tenant!r} has the pseudonym {user}")
         user = resolved

@@ -3,7 +3,6 @@ always the caller's tenants), and the user filter that takes a pseudonym, or a u
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,31 +53,28 @@ def id_filter(where: Where, name: str, value: str | None, column: str) -> Where:
 
 
 _INDEX_TTL_S = 60.0
-_index_lock = threading.Lock()
 _index: dict[tuple[bytes, str], tuple[float, dict[str, str]]] = {}  # (key, tenant) -> (built at, pseudonym -> user id)
 
 
-def pseudonym_index(scope: Scope, tenant: str) -> dict[str, str]:
+async def pseudonym_index(scope: Scope, tenant: str) -> dict[str, str]:
     """pseudonym -> user id of the tenant's users (those with usage), rebuilt each minute."""
-    with _index_lock:
-        cached = _index.get((scope.state.key, tenant))
-        if cached and time.monotonic() - cached[0] < _INDEX_TTL_S:
-            return cached[1]
-    rows = scope.ch.query("SELECT DISTINCT user_id FROM {db}.usage_1d WHERE tenant_id = {tenant:String}",
+    cached = _index.get((scope.state.key, tenant))
+    if cached and time.monotonic() - cached[0] < _INDEX_TTL_S:
+        return cached[1]
+    rows = await scope.ch.query("SELECT DISTINCT user_id FROM {db}.usage_1d WHERE tenant_id = {tenant:String}",
                           {"tenant": tenant})
     index = {pseudonym(scope.state.key, tenant, r["user_id"]): r["user_id"] for r in rows}
-    with _index_lock:
-        _index[(scope.state.key, tenant)] = (time.monotonic(), index)
+    _index[(scope.state.key, tenant)] = (time.monotonic(), index)
     return index
 
 
-def user_filter(where: Where, scope: Scope, value: str | None, column: str = "user_id", name: str = "user") -> Where:
+async def user_filter(where: Where, scope: Scope, value: str | None, column: str = "user_id", name: str = "user") -> Where:
     """Filter by a user: a pseudonym (any role; it names one tenant's user) or a user id (roles granted identity)."""
     if value is None:
         return where
     if is_pseudonym(value):
         for tenant in scope.tenants:
-            user_id = pseudonym_index(scope, tenant).get(value)
+            user_id = (await pseudonym_index(scope, tenant)).get(value)
             if user_id is not None:
                 return where.add(f"tenant_id = {{user_tenant:String}} AND {column} = {{{name}:String}}",
                                  user_tenant=tenant, **{name: user_id})

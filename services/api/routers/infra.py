@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["infrastructure and pipeline"])
 
 
 @router.get("/vms", response_model=Page[VmRow], summary="VMs the caller's tenants ran on: busy time, resources, idle cost")
-def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), from_: str | None = FROM_QUERY,
+async def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), from_: str | None = FROM_QUERY,
         to: str | None = TO_QUERY, vm_type: str | None = None, limit: int | None = LIMIT_QUERY,
         offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Per node that ran an attempt of the caller's tenants ending in [from, to): those attempts, their busy time,
@@ -29,7 +29,7 @@ def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), from_: s
     id_filter(mine, "vm_type", vm_type, "vm_type")
     everyone = in_range(Where(), "finished_at", rng)
     hours = Where().add("hour >= toStartOfHour({since:DateTime64(3, 'UTC')}) AND hour < {until:DateTime64(3, 'UTC')}")
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         WITH mine AS (
             SELECT node_id, anyLast(host_name) AS host_name, anyLast(vm_type) AS vm_type, count() AS runs,
                    sum(if(started_at IS NULL, 0, greatest(toUnixTimestamp64Milli(finished_at)
@@ -75,7 +75,7 @@ def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), from_: s
 
 
 @router.get("/pipeline/health", response_model=Page[TopicHealthRow], summary="Ingest counters per topic and freshness")
-def pipeline_health(request: Request, scope: Scope = Depends(requires(Metric.PIPELINE)), from_: str | None = FROM_QUERY,
+async def pipeline_health(request: Request, scope: Scope = Depends(requires(Metric.PIPELINE)), from_: str | None = FROM_QUERY,
                     to: str | None = TO_QUERY, limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Per source topic, the records of event-time windows in [from, to): consumed = valid + dlq + duplicates, and
     late. These are the platform's counts (a topic carries every tenant; no record or tenant is shown). meta.freshness
@@ -83,12 +83,12 @@ def pipeline_health(request: Request, scope: Scope = Depends(requires(Metric.PIP
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     where = in_range(Where(), "window_start", rng, "DateTime('UTC')")
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT topic, sum(consumed) AS consumed, sum(valid) AS valid, sum(dlq) AS dlq, sum(duplicates) AS duplicates,
                sum(late) AS late
         FROM {{db}}.ingest_stats_10s {where.sql()} GROUP BY topic ORDER BY topic
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
-    latest = scope.ch.query("""
+    latest = await scope.ch.query("""
         SELECT tenant_id, max(window_start) AS latest FROM {db}.usage_10s
         WHERE tenant_id IN {tenants:Array(String)} GROUP BY tenant_id""", {"tenants": scope.tenants})
     now = datetime.now(timezone.utc)
@@ -101,7 +101,7 @@ def pipeline_health(request: Request, scope: Scope = Depends(requires(Metric.PIP
 
 
 @router.get("/pipeline/dlq", response_model=Page[DlqRow], summary="DLQ records by topic and reason")
-def pipeline_dlq(request: Request, scope: Scope = Depends(requires(Metric.PIPELINE)), from_: str | None = FROM_QUERY,
+async def pipeline_dlq(request: Request, scope: Scope = Depends(requires(Metric.PIPELINE)), from_: str | None = FROM_QUERY,
                  to: str | None = TO_QUERY, topic: str | None = None, limit: int | None = LIMIT_QUERY,
                  offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Records the job rejected (dlq_events), stamped in [from, to), counted per source topic and reason code. The
@@ -110,7 +110,7 @@ def pipeline_dlq(request: Request, scope: Scope = Depends(requires(Metric.PIPELI
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     where = in_range(Where(), "ts", rng)
     id_filter(where, "topic", topic, "topic")
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT topic, reason, count() AS records, max(ts) AS last_at
         FROM {{db}}.dlq_events FINAL {where.sql()} GROUP BY topic, reason ORDER BY records DESC, topic, reason
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})

@@ -25,4 +25,5 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics of the API", response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(request.app.state.api.metrics.render(), media_type="text/plain; version=0.0.4")
+    state = request.app.state.api
+    return PlainTextResponse(state.metrics.render(state.ch), media_type="text/plain; version=0.0.4")

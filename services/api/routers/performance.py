@@ -25,7 +25,7 @@ def _quantiles(hist: dict[int, int], *qs: float) -> list[float | None]:
 
 
 @router.get("/models/performance", response_model=Page[ModelRow], summary="Model x checkpoint: runs, failures, latency")
-def performance(request: Request, scope: Scope = Depends(requires(Metric.MODELS)), from_: str | None = FROM_QUERY,
+async def performance(request: Request, scope: Scope = Depends(requires(Metric.MODELS)), from_: str | None = FROM_QUERY,
                 to: str | None = TO_QUERY, model: str | None = None, checkpoint: str | None = None,
                 limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Per base model x version x checkpoint: task attempts ended in [from, to) (task_facts), their failure rate and
@@ -37,7 +37,7 @@ def performance(request: Request, scope: Scope = Depends(requires(Metric.MODELS)
     id_filter(facts, "model", model, "base_model")
     id_filter(facts, "checkpoint", checkpoint, "checkpoint_id")
     keys = "tenant_id, base_model, model_version, checkpoint_id"
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT {keys}, count() AS runs, countIf(status = 'failed') AS failures,
                quantilesExact(0.5, 0.95, 0.99)(inference_ms) AS q, avg(checkpoint_load_ms) AS load_ms_avg
         FROM {{db}}.task_facts FINAL {facts.sql()}
@@ -46,7 +46,7 @@ def performance(request: Request, scope: Scope = Depends(requires(Metric.MODELS)
     requests = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
     id_filter(requests, "model", model, "model")
     id_filter(requests, "checkpoint", checkpoint, "checkpoint_id")
-    llm = {(r["tenant_id"], r["model"], r["model_version"], r["checkpoint_id"]): r for r in scope.ch.query(f"""
+    llm = {(r["tenant_id"], r["model"], r["model_version"], r["checkpoint_id"]): r for r in await scope.ch.query(f"""
         SELECT tenant_id, model, model_version, checkpoint_id, sum(requests) AS requests, sum(errors) AS errors,
                sumMap(latency_hist) AS hist
         FROM {{db}}.usage_1m {requests.sql()}
@@ -66,7 +66,7 @@ def performance(request: Request, scope: Scope = Depends(requires(Metric.MODELS)
 
 
 @router.get("/metrics/minute", response_model=Page[MinuteRow], summary="Per-minute request metrics per model (seed 002)")
-def metrics_minute(request: Request, scope: Scope = Depends(requires(Metric.MODELS)),
+async def metrics_minute(request: Request, scope: Scope = Depends(requires(Metric.MODELS)),
                    model_id: str | None = Query(None, description="base model name, e.g. xumi-base-7b"),
                    from_: str | None = FROM_QUERY, to: str | None = TO_QUERY, limit: int | None = LIMIT_QUERY,
                    offset: int | None = OFFSET_QUERY) -> JsonBody:
@@ -76,7 +76,7 @@ def metrics_minute(request: Request, scope: Scope = Depends(requires(Metric.MODE
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     where = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
     id_filter(where, "model_id", model_id, "model")
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT window_start AS minute, model, model_version, sum(requests) AS requests, sum(errors) AS errors,
                sumMap(latency_hist) AS hist, sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out
         FROM {{db}}.usage_1m {where.sql()}
@@ -88,7 +88,7 @@ def metrics_minute(request: Request, scope: Scope = Depends(requires(Metric.MODE
 
 
 @router.get("/errors/top", response_model=Page[ErrorRow], summary="Top error types of requests and runs (seed 002)")
-def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ERRORS)), from_: str | None = FROM_QUERY,
+async def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ERRORS)), from_: str | None = FROM_QUERY,
                to: str | None = TO_QUERY, limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Seed 002's `GET /v1/errors/top?from=&to=`: error types of LLM requests (usage errors_by_type) and of failed
     task attempts (task_facts), most frequent first, with their share of that source's errors."""
@@ -96,7 +96,7 @@ def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ERRORS))
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     usage = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
     facts = in_range(tenant_where(scope), "finished_at", rng).add("status = 'failed'")
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT source, error_type, count, count / sum(count) OVER (PARTITION BY source) AS share
         FROM (
             SELECT 'request' AS source, kv.1 AS error_type, toUInt64(sum(kv.2)) AS count
@@ -115,7 +115,7 @@ def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ERRORS))
 
 
 @router.get("/retention/d1", response_model=Single[list[Retention]], summary="Day-1 retention of a cohort (seed 002)")
-def retention_d1(request: Request, scope: Scope = Depends(requires(Metric.RETENTION)),
+async def retention_d1(request: Request, scope: Scope = Depends(requires(Metric.RETENTION)),
                  cohort_date: date = Query(..., description="the day (UTC) the cohort's users were first active")) -> JsonBody:
     """Seed 002's `GET /v1/retention/d1?cohort_date=`: per tenant, the users whose first LLM request (within the
     retention ClickHouse keeps) was on cohort_date, and how many of them sent one the next day."""
@@ -126,7 +126,7 @@ def retention_d1(request: Request, scope: Scope = Depends(requires(Metric.RETENT
     params.time_range(params.iso(day), params.iso(day + timedelta(days=2)), scope.caller.policy.max_range,
                       now=max(datetime.now(timezone.utc), day + timedelta(days=2)))
     where = tenant_where(scope).add("requests > 0")
-    rows: list[dict[str, Any]] = scope.ch.query(f"""
+    rows: list[dict[str, Any]] = await scope.ch.query(f"""
         SELECT tenant_id, countIf(first = {{day:Date}}) AS cohort_users,
                countIf(first = {{day:Date}} AND next_day) AS retained
         FROM (SELECT tenant_id, user_id, min(toDate(window_start)) AS first,

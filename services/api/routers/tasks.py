@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta, timezone
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Request
 
 from services.api import lake, params
@@ -22,7 +23,7 @@ _FACT_COLUMNS = """task_id, attempt, status, tenant_id, department_id, project_i
 
 
 @router.get("/tasks", response_model=Page[TaskRow], summary="Task attempts that ended in the range")
-def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS)), from_: str | None = FROM_QUERY,
+async def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS)), from_: str | None = FROM_QUERY,
           to: str | None = TO_QUERY, status: str | None = None, model: str | None = None, checkpoint: str | None = None,
           project: str | None = None, user: str | None = None, node: str | None = None,
           limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
@@ -35,8 +36,8 @@ def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS)), from
                                 ("checkpoint", checkpoint, "checkpoint_id"), ("project", project, "project_id"),
                                 ("node", node, "node_id")):
         id_filter(where, name, value, column)
-    user_filter(where, scope, user)
-    rows = scope.ch.query(f"""
+    await user_filter(where, scope, user)
+    rows = await scope.ch.query(f"""
         SELECT {_FACT_COLUMNS} FROM {{db}}.task_facts FINAL {where.sql()}
         ORDER BY finished_at DESC, task_id, attempt
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
@@ -45,14 +46,14 @@ def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS)), from
 
 
 @router.get("/tasks/{task_id}", response_model=Single[TaskDetail], summary="One task: its attempts and its events")
-def task(request: Request, task_id: str = Path(..., description="the task id"),
+async def task(request: Request, task_id: str = Path(..., description="the task id"),
          scope: Scope = Depends(requires(Metric.TASKS))) -> JsonBody:
     """Every attempt's fact, and the task's lifecycle events from the raw lake (XUMI task and load events and the
     Workflow service's) over the hours the attempts span. A task of another tenant is not found, as one that
     does not exist."""
     params.identifier("task_id", task_id)
     where = tenant_where(scope).add("task_id = {task_id:String}", task_id=task_id)
-    attempts: list[dict[str, Any]] = scope.ch.query(
+    attempts: list[dict[str, Any]] = await scope.ch.query(
         f"SELECT {_FACT_COLUMNS} FROM {{db}}.task_facts FINAL {where.sql()} ORDER BY attempt", where.params)
     if not attempts:
         raise params.not_found(f"no task {task_id[:64]!r} among the caller's tenants")
@@ -60,8 +61,8 @@ def task(request: Request, task_id: str = Path(..., description="the task id"),
              if t is not None]
     tenants = sorted({a["tenant_id"] for a in attempts})
     try:
-        events: list[dict[str, Any]] | None = lake.task_events(scope.state.settings, task_id, tenants,
-                                                                min(times) - timedelta(minutes=5), max(times))
+        events: list[dict[str, Any]] | None = await anyio.to_thread.run_sync(
+            lake.task_events, scope.state.settings, task_id, tenants, min(times) - timedelta(minutes=5), max(times))
         note = f"events of topics {', '.join(sorted(lake.TASK_TOPICS))} in the lake ({scope.state.settings.effective_lake_uri})"
     except Exception as exc:  # noqa: BLE001 - the facts stand on their own; say why the events are missing
         events, note = None, f"the lake could not be read: {type(exc).__name__}: {str(exc)[:200]}"

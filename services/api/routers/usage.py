@@ -23,7 +23,7 @@ def _dims(group_by: list[Dimension]) -> list[str]:
 
 
 @router.get("/usage", response_model=Page[UsageRow], summary="Usage per bucket and tenant, broken down by dimensions")
-def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE)), from_: str | None = FROM_QUERY,
+async def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE)), from_: str | None = FROM_QUERY,
           to: str | None = TO_QUERY, granularity: Granularity = Granularity.HOUR, group_by: list[Dimension] = GROUP_QUERY,
           department: str | None = None, project: str | None = None, user: str | None = None, model: str | None = None,
           checkpoint: str | None = None, limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
@@ -36,10 +36,10 @@ def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE)), from
     for name, value, column in (("department", department, "department_id"), ("project", project, "project_id"),
                                 ("model", model, "model"), ("checkpoint", checkpoint, "checkpoint_id")):
         id_filter(where, name, value, column)
-    user_filter(where, scope, user)
+    await user_filter(where, scope, user)
     dims = _dims(group_by)
     keys = ", ".join(["bucket", "tenant_id", *dims])
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT {bucket} AS bucket, tenant_id, {''.join(d + ', ' for d in dims)}
                sum(requests) AS requests, sum(errors) AS errors, sum(tokens_in) AS tokens_in,
                sum(tokens_out) AS tokens_out, sum(tasks) AS tasks, sum(task_failures) AS task_failures,
@@ -61,7 +61,7 @@ def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE)), from
 
 
 @router.get("/costs", response_model=Page[CostRow], summary="Chargeback per bucket and tenant, at the prices in force")
-def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
+async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
           to: str | None = TO_QUERY, granularity: Granularity = Granularity.DAY, group_by: list[Dimension] = GROUP_QUERY,
           department: str | None = None, project: str | None = None, user: str | None = None, model: str | None = None,
           limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
@@ -77,10 +77,10 @@ def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from
     for name, value, column in (("department", department, "department_id"), ("project", project, "project_id"),
                                 ("model", model, "model")):
         id_filter(where, name, value, column)
-    user_filter(where, scope, user)
+    await user_filter(where, scope, user)
     dims = _dims(group_by)
     keys = ", ".join(["bucket", "tenant_id", *dims])
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT {bucket} AS bucket, tenant_id, {''.join(d + ', ' for d in dims)}
                sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(token_cost) AS token_cost,
                sum(gpu_cost) AS gpu_cost, sum(cpu_cost) AS cpu_cost, sum(load_cost) AS load_cost,
@@ -97,7 +97,7 @@ def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from
 
 
 @router.get("/costs/runs", response_model=Page[RunCostRow], summary="Cost of model runs by model x checkpoint and outcome")
-def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
+async def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
               to: str | None = TO_QUERY, model: str | None = None, limit: int | None = LIMIT_QUERY,
               offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Runs ended in [from, to) (cost_tasks): their count, run time and cost per base model x checkpoint and status,
@@ -107,7 +107,7 @@ def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), 
     where = in_range(tenant_where(scope), "finished_at", rng)
     id_filter(where, "model", model, "base_model")
     keys = "tenant_id, base_model, checkpoint_id, status"
-    rows = scope.ch.query(f"""
+    rows = await scope.ch.query(f"""
         SELECT {keys}, count() AS runs, sum(duration_s) AS duration_s, sum(vm_cost) AS vm_cost,
                sum(gpu_cost) AS gpu_cost, sum(cpu_cost) AS cpu_cost, sum(total_cost) AS total_cost
         FROM {{db}}.cost_tasks {where.sql()}

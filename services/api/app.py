@@ -226,17 +226,14 @@ def money(value: Any) -> str | None:
     return text
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
-    if isinstance(value, Decimal):
-        return format(value, "f")
+def _finite(value: Any) -> Any:
+    """The answer with every NaN or infinity as None (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_finite(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {k: _finite(v) for k, v in value.items()}
     return value
 
 
@@ -259,7 +256,8 @@ class JsonBody(Response):
             return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                               default=_default).encode()
         except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
-            return json.dumps(_plain(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                              default=_default).encode()
 
 
 def page(request: Request, rows: list[dict[str, Any]], limit: int, offset: int, meta: dict[str, Any]) -> JsonBody:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from services.api import params
 from services.api.app import JsonBody, Scope, page, requires
 from services.api.permissions import Metric
-from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, in_range,
+from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filters, in_range,
                                          show_people, tenant_where, user_filter)
 from services.api.routers.models import AccessRow, ApiAccessRow, Page
 
@@ -27,9 +27,8 @@ async def access(request: Request, scope: Scope = Depends(requires(Metric.ACCESS
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     where = in_range(tenant_where(scope), "ts", rng)
-    for name, value, column in (("topic", topic, "topic"), ("resource", resource, "resource"),
-                                ("action", action, "action"), ("decision", decision, "decision")):
-        id_filter(where, name, value, column)
+    id_filters(where, (("topic", topic, "topic"), ("resource", resource, "resource"),
+                                ("action", action, "action"), ("decision", decision, "decision")))
     await user_filter(where, scope, user)
     rows = await scope.ch.query(f"""
         SELECT ts, topic, event_name, tenant_id, department_id, project_id, user_id, subject, action, resource,

@@ -52,6 +52,13 @@ def id_filter(where: Where, name: str, value: str | None, column: str) -> Where:
     return where
 
 
+def id_filters(where: Where, filters: tuple[tuple[str, str | None, str], ...]) -> Where:
+    """id_filter for each (parameter name, value, column)."""
+    for name, value, column in filters:
+        id_filter(where, name, value, column)
+    return where
+
+
 _INDEX_TTL_S = 60.0
 _index: dict[tuple[bytes, str], tuple[float, dict[str, str]]] = {}  # (key, tenant) -> (built at, pseudonym -> user id)
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from services.api import lake, params
 from services.api.app import JsonBody, Scope, page, requires, single
 from services.api.permissions import Metric
-from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, in_range,
+from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filters, in_range,
                                          show_people, tenant_where, user_filter)
 from services.api.routers.models import Page, Single, TaskDetail, TaskRow
 
@@ -32,10 +32,9 @@ async def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS))
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     where = in_range(tenant_where(scope), "finished_at", rng)
-    for name, value, column in (("status", status, "status"), ("model", model, "base_model"),
+    id_filters(where, (("status", status, "status"), ("model", model, "base_model"),
                                 ("checkpoint", checkpoint, "checkpoint_id"), ("project", project, "project_id"),
-                                ("node", node, "node_id")):
-        id_filter(where, name, value, column)
+                                ("node", node, "node_id")))
     await user_filter(where, scope, user)
     rows = await scope.ch.query(f"""
         SELECT {_FACT_COLUMNS} FROM {{db}}.task_facts FINAL {where.sql()}

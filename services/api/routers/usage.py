@@ -9,8 +9,8 @@ from services.api.app import JsonBody, Scope, money, page, requires
 from services.api.params import DIMENSION_COLUMNS, USAGE_SOURCE, Dimension, Granularity
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
-from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, in_range,
-                                         show_people, tenant_where, user_filter)
+from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, id_filters,
+                                         in_range, show_people, tenant_where, user_filter)
 from services.api.routers.models import CostRow, Page, RunCostRow, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["usage and cost"])
@@ -33,9 +33,8 @@ async def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE))
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     table, bucket = USAGE_SOURCE[granularity]
     where = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
-    for name, value, column in (("department", department, "department_id"), ("project", project, "project_id"),
-                                ("model", model, "model"), ("checkpoint", checkpoint, "checkpoint_id")):
-        id_filter(where, name, value, column)
+    id_filters(where, (("department", department, "department_id"), ("project", project, "project_id"),
+                                ("model", model, "model"), ("checkpoint", checkpoint, "checkpoint_id")))
     await user_filter(where, scope, user)
     dims = _dims(group_by)
     keys = ", ".join(["bucket", "tenant_id", *dims])
@@ -74,9 +73,8 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
     bucket = {Granularity.HOUR: "hour", Granularity.DAY: "toStartOfDay(hour)",
               Granularity.MONTH: "toStartOfMonth(hour)"}[granularity]
     where = in_range(tenant_where(scope), "hour", rng, "DateTime('UTC')")
-    for name, value, column in (("department", department, "department_id"), ("project", project, "project_id"),
-                                ("model", model, "model")):
-        id_filter(where, name, value, column)
+    id_filters(where, (("department", department, "department_id"), ("project", project, "project_id"),
+                                ("model", model, "model")))
     await user_filter(where, scope, user)
     dims = _dims(group_by)
     keys = ", ".join(["bucket", "tenant_id", *dims])

@@ -29,9 +29,9 @@ from telemetry import settings as cfg
 CALLS: dict[str, tuple[str, dict[str, str]]] = {
     "pipeline_td": ("/v1/models/performance", {"limit": "3"}),
     "admin": ("/v1/vms", {"limit": "3"}),
-    "financial_director": ("/v1/costs", {"group_by": "department", "granularity": "day", "limit": "3"}),
+    "financial_director": ("/v1/costs", {"group_by": "department", "granularity": "hour", "limit": "3"}),
     "auditor": ("/v1/access", {"limit": "3"}),
-    "quota_service": ("/v1/usage", {"group_by": "user", "granularity": "day", "limit": "3"}),
+    "quota_service": ("/v1/usage", {"group_by": "user", "granularity": "hour", "limit": "3"}),
 }
 
 

@@ -26,12 +26,12 @@ class Granularity(str, Enum):
     MONTH = "month"
 
 
-# usage table per granularity, and the bucket expression over its window_start
-USAGE_SOURCE: dict[Granularity, tuple[str, str]] = {
-    Granularity.MINUTE: ("usage_1m", "window_start"),
-    Granularity.HOUR: ("usage_1h", "window_start"),
-    Granularity.DAY: ("usage_1d", "window_start"),
-    Granularity.MONTH: ("usage_1d", "toStartOfMonth(window_start)"),
+# usage table per granularity, the length of its windows in seconds, and the bucket expression over window_start
+USAGE_SOURCE: dict[Granularity, tuple[str, int, str]] = {
+    Granularity.MINUTE: ("usage_1m", 60, "window_start"),
+    Granularity.HOUR: ("usage_1h", 3600, "window_start"),
+    Granularity.DAY: ("usage_1d", 86400, "window_start"),
+    Granularity.MONTH: ("usage_1d", 86400, "toStartOfMonth(window_start)"),
 }
 
 

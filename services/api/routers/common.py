@@ -46,6 +46,13 @@ def in_range(where: Where, column: str, rng: TimeRange, kind: str = "DateTime64(
                      since=rng.start, until=rng.end)
 
 
+def in_windows(where: Where, column: str, rng: TimeRange, seconds: int) -> Where:
+    """Rows of windows `seconds` long (window_start in column) that overlap [from, to): a range starting at 10:30
+    still gets the 10:00 hour."""
+    return where.add(f"{column} > {{since:DateTime('UTC')}} - toIntervalSecond({int(seconds)}) "
+                     f"AND {column} < {{until:DateTime('UTC')}}", since=rng.start, until=rng.end)
+
+
 def id_filter(where: Where, name: str, value: str | None, column: str) -> Where:
     if value is not None:
         where.add(f"{column} = {{{name}:String}}", **{name: identifier(name, value)})

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from services.api import params
 from services.api.app import JsonBody, Scope, money, page, requires
 from services.api.permissions import Metric
-from services.api.routers.common import FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, Where, id_filter, in_range, tenant_where
+from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, Where, id_filter, in_range,
+                                         in_windows, tenant_where)
 from services.api.routers.models import DlqRow, Page, TopicHealthRow, VmRow
 
 router = APIRouter(prefix="/v1", tags=["infrastructure and pipeline"])
@@ -82,7 +83,7 @@ async def pipeline_health(request: Request, scope: Scope = Depends(requires(Metr
     gives, per tenant of the caller, the newest complete usage window and how far behind now it is."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
-    where = in_range(Where(), "window_start", rng, "DateTime('UTC')")
+    where = in_windows(Where(), "window_start", rng, 10)
     rows = await scope.ch.query(f"""
         SELECT topic, sum(consumed) AS consumed, sum(valid) AS valid, sum(dlq) AS dlq, sum(duplicates) AS duplicates,
                sum(late) AS late

@@ -13,7 +13,7 @@ from services.api.app import JsonBody, Scope, page, requires, single
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
 from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, in_range,
-                                         tenant_where)
+                                         in_windows, tenant_where)
 from services.api.routers.models import ErrorRow, MinuteRow, ModelRow, Page, Retention, Single
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -43,7 +43,7 @@ async def performance(request: Request, scope: Scope = Depends(requires(Metric.M
         FROM {{db}}.task_facts FINAL {facts.sql()}
         GROUP BY {keys} ORDER BY runs DESC, {keys}
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**facts.params, "limit": limit + 1, "offset": offset})
-    requests = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
+    requests = in_windows(tenant_where(scope), "window_start", rng, 60)
     id_filter(requests, "model", model, "model")
     id_filter(requests, "checkpoint", checkpoint, "checkpoint_id")
     llm = {(r["tenant_id"], r["model"], r["model_version"], r["checkpoint_id"]): r for r in await scope.ch.query(f"""
@@ -74,7 +74,7 @@ async def metrics_minute(request: Request, scope: Scope = Depends(requires(Metri
     minute and model version, from usage_1m."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
-    where = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
+    where = in_windows(tenant_where(scope), "window_start", rng, 60)
     id_filter(where, "model_id", model_id, "model")
     rows = await scope.ch.query(f"""
         SELECT window_start AS minute, model, model_version, sum(requests) AS requests, sum(errors) AS errors,
@@ -94,7 +94,7 @@ async def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ER
     task attempts (task_facts), most frequent first, with their share of that source's errors."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
-    usage = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
+    usage = in_windows(tenant_where(scope), "window_start", rng, 60)
     facts = in_range(tenant_where(scope), "finished_at", rng).add("status = 'failed'")
     rows = await scope.ch.query(f"""
         SELECT source, error_type, count, count / sum(count) OVER (PARTITION BY source) AS share

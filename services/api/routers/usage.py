@@ -10,7 +10,7 @@ from services.api.params import DIMENSION_COLUMNS, USAGE_SOURCE, Dimension, Gran
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
 from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, id_filters,
-                                         in_range, show_people, tenant_where, user_filter)
+                                         in_range, in_windows, show_people, tenant_where, user_filter)
 from services.api.routers.models import CostRow, Page, RunCostRow, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["usage and cost"])
@@ -28,11 +28,12 @@ async def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE))
           department: str | None = None, project: str | None = None, user: str | None = None, model: str | None = None,
           checkpoint: str | None = None, limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Requests, errors, tokens, task runs, loads, transfers, allocated GPU / CPU seconds and credits, summed per
-    bucket whose start lies in [from, to). Credits and seconds are exact decimals (strings)."""
+    bucket, from the windows (minute, hour or day) that overlap [from, to). Credits and seconds are exact decimals
+    (strings)."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
-    table, bucket = USAGE_SOURCE[granularity]
-    where = in_range(tenant_where(scope), "window_start", rng, "DateTime('UTC')")
+    table, seconds, bucket = USAGE_SOURCE[granularity]
+    where = in_windows(tenant_where(scope), "window_start", rng, seconds)
     id_filters(where, (("department", department, "department_id"), ("project", project, "project_id"),
                                 ("model", model, "model"), ("checkpoint", checkpoint, "checkpoint_id")))
     await user_filter(where, scope, user)
@@ -64,15 +65,16 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
           to: str | None = TO_QUERY, granularity: Granularity = Granularity.DAY, group_by: list[Dimension] = GROUP_QUERY,
           department: str | None = None, project: str | None = None, user: str | None = None, model: str | None = None,
           limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
-    """Token, GPU, CPU and checkpoint-load cost (cost_usage_1h: usage x the unit prices in force at each hour),
-    summed per bucket; exact decimals (strings) in the catalogue's currency. Priced per hour: no minute buckets."""
+    """Token, GPU, CPU and checkpoint-load cost (cost_usage_1h: usage x the unit prices in force at each hour) of
+    the hours that overlap [from, to), summed per bucket; exact decimals (strings) in the catalogue's currency.
+    Priced per hour: no minute buckets."""
     if granularity == Granularity.MINUTE:
         raise bad_parameter("granularity", "costs are priced per hour: use granularity hour, day or month")
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     bucket = {Granularity.HOUR: "hour", Granularity.DAY: "toStartOfDay(hour)",
               Granularity.MONTH: "toStartOfMonth(hour)"}[granularity]
-    where = in_range(tenant_where(scope), "hour", rng, "DateTime('UTC')")
+    where = in_windows(tenant_where(scope), "hour", rng, 3600)
     id_filters(where, (("department", department, "department_id"), ("project", project, "project_id"),
                                 ("model", model, "model")))
     await user_filter(where, scope, user)

@@ -201,3 +201,17 @@ def test_generated_hostile_parameters_never_crash_or_leak(api: Api, path: str, p
     else:
         assert response.headers["content-type"] == "application/problem+json"
         assert re.fullmatch(r"[a-z-]+", response.json()["code"])
+
+
+def test_aggregates_come_from_the_windows_that_overlap_the_range(api: Api) -> None:
+    """A range inside one hour still gets that hour's usage and cost; one that touches no window gets nothing."""
+    hour = api.data.start + __import__("datetime").timedelta(hours=2)
+    inside = {"from": (hour.replace(minute=20)).isoformat(), "to": (hour.replace(minute=21)).isoformat(),
+              "granularity": "hour"}
+    usage = api.get("/v1/usage", api.tokens[("admin", 0)], inside).json()["data"]
+    assert [r["bucket"] for r in usage] == [hour.strftime("%Y-%m-%dT%H:00:00.000Z")]
+    costs = api.get("/v1/costs", api.tokens[("financial_director", 0)], inside).json()["data"]
+    assert [r["bucket"] for r in costs] == [hour.strftime("%Y-%m-%dT%H:00:00.000Z")]
+    before = {"from": (api.data.start - __import__("datetime").timedelta(hours=3)).isoformat(),
+              "to": api.data.start.isoformat()}
+    assert api.get("/v1/usage", api.tokens[("admin", 0)], before).json()["data"] == []

@@ -1,5 +1,6 @@
 """API benchmark: 50 concurrent clients over the role endpoints, requests/s and p50 / p95 / p99 per endpoint, with
-the access log on and then off (the difference is what the audit trail costs).
+the access log on and then off (the difference is what the audit trail costs); first one client with the cache off,
+so each endpoint's ClickHouse query is measured alone.
 
 Needs the local stack's ClickHouse and PostgreSQL (`make stack-up`). Writes demo-like facts for --tenants x --users
 over --hours (dev/serving_data.py) into a ClickHouse database and a PostgreSQL database of its own (bench_api),
@@ -151,6 +152,30 @@ def report(title: str, results: Results) -> float:
     return rate
 
 
+async def cold(base: str, issued: dict[str, str], extra: dict[str, str], rounds: int) -> Results:
+    """One client, each call `rounds` times, against an API without its cache: what ClickHouse costs per endpoint."""
+    end = datetime.now(timezone.utc)
+    span = {"from": (end - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "to": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    results = Results()
+    start = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(rounds):
+            for role, path, params in CALLS:
+                query = {**span, **params}
+                if "user" in query:
+                    query["user"] = extra["user"]
+                began = time.monotonic()
+                async with session.get(base + path, params=query, headers={"Authorization": f"Bearer {issued[role]}"}) as r:
+                    await r.read()
+                    ok = r.status == 200
+                name = f"{role} {path}"
+                results.latencies.setdefault(name, []).append(time.monotonic() - began)
+                if not ok:
+                    results.errors[name] = results.errors.get(name, 0) + 1
+    results.seconds = time.monotonic() - start
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_api.py", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
@@ -160,11 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=4, help="tenants of the facts (default 4)")
     parser.add_argument("--users", type=int, default=50, help="users per tenant (default 50)")
     parser.add_argument("--hours", type=int, default=48, help="hours of facts up to now (default 48)")
+    parser.add_argument("--cold-rounds", type=int, default=5,
+                        help="first, one client calling each endpoint this many times with the cache off (default 5; 0: skip)")
     args = parser.parse_args(argv)
     s = settings.load()
     env, issued, extra = prepare(s, args.tenants, args.users, args.hours)
     log_dir = s.state_dir / "bench_api"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if args.cold_rounds:
+        proc, base = start_api({**env, "API_CACHE_SECONDS": "0"}, "on", 1, log_dir / "api-cold.log")
+        try:
+            report("one client, cache off (each query reaches ClickHouse)", asyncio.run(cold(base, issued, extra, args.cold_rounds)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     rates = {}
     for mode in ("on", "off"):
         proc, base = start_api(env, mode, args.workers, log_dir / f"api-{mode}.log")

@@ -33,12 +33,13 @@ help: ## list the targets
 
 deps: system-deps venv jars minio compose ## install everything the project needs (idempotent)
 
-system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), Go for MinIO and Docker Compose
+system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), PostgreSQL 15, Go for MinIO and Docker Compose
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v go >/dev/null || missing="$$missing golang-go"; \
+	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -85,7 +86,7 @@ $(COMPOSE_BIN):
 	  go build -trimpath -ldflags "-w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)" -o $@.tmp ./cmd
 	mv $@.tmp $@
 
-stack-up: deps ## start Kafka, ClickHouse (dev), Prometheus, MinIO, Flink on 127.0.0.1 (idempotent)
+stack-up: deps ## start Kafka, ClickHouse (dev), PostgreSQL, Prometheus, MinIO, Flink on 127.0.0.1 (idempotent)
 	$(PY) -m dev.stack up
 
 stack-down: ## stop every local service
@@ -94,7 +95,7 @@ stack-down: ## stop every local service
 stack-status: ## show each local service and its health
 	@$(PY) -m dev.stack status
 
-migrate: venv ## apply the ClickHouse migrations in sql/clickhouse/migrations
+migrate: venv ## apply the migrations of sql/clickhouse/migrations and sql/postgres/migrations
 	$(PY) -m telemetry.migrate
 
 .PHONY: prices
@@ -104,7 +105,7 @@ prices: migrate ## load the example price catalogue (sql/clickhouse/prices/examp
 schemas: venv ## regenerate the JSON Schemas in schemas/json
 	$(PY) -m schemas.generate
 
-demo: stack-up migrate ## run the main job on the local stack and print a summary per role
+demo: stack-up prices ## run the main job on the local stack, print a summary per role, then one API call per role
 	$(PY) -m dev.demo
 
 test: deps ## run the test suite (starts the real services it needs)

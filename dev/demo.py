@@ -3,7 +3,8 @@
 Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, sends about 200k
 records over every topic (malformed ones included, Workflow-only tasks and starts delivered after their end
 among them), waits until ClickHouse holds the simulator's ground truth (expected_totals), prints a summary per
-role, then cancels the job and stops the loader.
+role, cancels the job and stops the loader, then starts the API and prints one call per role with a token of
+that role (dev/demo_api.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import requests
 from telemetry import clickhouse
 from telemetry import settings as cfg
 from pipeline.routing import WINDOW_MS
+from dev import demo_api
 from dev.simulator import truth as ground_truth
 from dev.stack.flink import cli
 
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_run(s, job_id, loader, heartbeat)
         loader_log.close()
         say(f"job {job_id} cancelled, loader stopped")
+    demo_api.show(s, 1, start_ms, start_ms + duration_ms, work, say)
+    say("API stopped")
     return 0
 
 

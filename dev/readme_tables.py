@@ -1,4 +1,5 @@
-"""Regenerates the tables in README.md that mirror code (environment variables, Kafka topics).
+"""Regenerates the tables in README.md that mirror code (environment variables, Kafka topics, the API's permission
+matrix and error codes).
 
 `python -m dev.readme_tables` rewrites them in place; `--check` exits 1 naming each stale table.
 """
@@ -10,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from services.api import permissions, problems
 from telemetry import settings, topics
 
 README = settings.REPO_ROOT / "README.md"
@@ -23,7 +25,14 @@ def topics_table() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"settings": settings.markdown_table, "topics": topics_table}
+def problems_table() -> str:
+    lines = ["| code | status and meaning |", "| --- | --- |"]
+    lines += [f"| `{code}` | {meaning} |" for code, meaning in problems.CODES.items()]
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"settings": settings.markdown_table, "topics": topics_table,
+                                        "permissions": permissions.markdown_table, "problems": problems_table}
 
 
 def render(text: str) -> str:

@@ -1,6 +1,9 @@
-"""Apply the ClickHouse schema: the ordered files in sql/clickhouse/migrations, each once, recorded in <database>.schema_migrations.
+"""Apply the schemas: the ordered files of sql/clickhouse/migrations and sql/postgres/migrations, each once, recorded
+with its checksum in the store's own schema_migrations table.
 
-`python -m telemetry.migrate [--dry-run] [--url URL]`; an edited file that was already applied is refused.
+`python -m telemetry.migrate [--only clickhouse|postgres] [--dry-run]`; an edited file that was already applied is
+refused. Both stores go through one code path (discover, check what was applied, apply the rest in order); only
+how a file is run and recorded differs: ClickHouse statement by statement, PostgreSQL a file per transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
+
+import psycopg
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as ClientError
@@ -21,6 +26,7 @@ from telemetry import clickhouse, settings
 from telemetry.sqltext import split_statements
 
 MIGRATIONS_DIR = settings.REPO_ROOT / "sql" / "clickhouse" / "migrations"
+POSTGRES_MIGRATIONS_DIR = settings.REPO_ROOT / "sql" / "postgres" / "migrations"
 _FILE_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -39,6 +45,17 @@ ORDER BY version
 """
 
 
+_POSTGRES_LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
 class MigrationError(Exception):
     """Migrations cannot be applied as they are; the message says which file and what to do."""
 
@@ -52,6 +69,10 @@ class Migration:
 
     def statements(self, values: dict[str, str]) -> list[str]:
         """The file's statements with {{placeholders}} filled in."""
+        return split_statements(self.render(values))
+
+    def render(self, values: dict[str, str]) -> str:
+        """The file's text with {{placeholders}} filled in."""
 
         def fill(match: re.Match[str]) -> str:
             try:
@@ -59,7 +80,7 @@ class Migration:
             except KeyError:
                 raise MigrationError(f"{self.name}: unknown placeholder {match.group()} (known: {', '.join(sorted(values))})") from None
 
-        return split_statements(_PLACEHOLDER.sub(fill, self.text))
+        return _PLACEHOLDER.sub(fill, self.text)
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -100,6 +121,117 @@ def pending(migrations: list[Migration], applied: dict[int, tuple[str, str]]) ->
     return [m for m in migrations if m.version not in applied]
 
 
+class Store(Protocol):
+    """How one database keeps its ledger and runs a file; run() holds the rules they share."""
+
+    label: str
+
+    def applied(self) -> dict[int, tuple[str, str]]:
+        """version -> (file name, sha256) of what the ledger says was applied; empty when there is no ledger yet."""
+
+    def plan(self, migration: Migration) -> list[str]:
+        """The file's statements, placeholders filled in (raises MigrationError before anything runs)."""
+
+    def prepare(self) -> None:
+        """Create the database and the ledger when missing."""
+
+    def apply(self, migration: Migration, statements: list[str]) -> None:
+        """Run the statements and record the file in the ledger."""
+
+
+def run(store: Store, directory: Path, dry_run: bool = False, say: Callable[[str], None] = print) -> list[Migration]:
+    """Apply (or with dry_run only list) the pending migrations of directory to store in order; returns them."""
+    migrations = discover(directory)
+    todo = pending(migrations, store.applied())
+    if not todo:
+        say(f"{store.label} is up to date: {len(migrations)} migrations applied, nothing to do")
+        return []
+    # Every file is rendered before anything runs, so a bad placeholder stops the run with nothing applied
+    planned = [(migration, store.plan(migration)) for migration in todo]
+    if dry_run:
+        for migration, statements in planned:
+            say(f"-- would apply {migration.name}")
+            for statement in statements:
+                say(statement + ";")
+        return todo
+    store.prepare()
+    for migration, statements in planned:
+        store.apply(migration, statements)
+        say(f"applied {migration.name} ({len(statements)} statement{'' if len(statements) == 1 else 's'})")
+    say(f"{store.label}: applied {len(todo)} migrations, {len(migrations)} in total")
+    return todo
+
+
+class ClickHouseStore:
+    """A ClickHouse database: statements one by one (ClickHouse has no transactional DDL; files are written with
+    IF NOT EXISTS so a fixed file can run again whole), the ledger in <database>.schema_migrations."""
+
+    def __init__(self, client: Client, database: str, retention_months: int) -> None:
+        if not _IDENTIFIER.fullmatch(database):
+            raise MigrationError(f"database name {database!r} must be a plain identifier")
+        self.client, self.database = client, database
+        self.values = {"database": database, "retention_months": str(retention_months)}
+        self.label = f"database {database}"
+
+    def applied(self) -> dict[int, tuple[str, str]]:
+        return applied_migrations(self.client, self.database)
+
+    def plan(self, migration: Migration) -> list[str]:
+        return migration.statements(self.values)
+
+    def prepare(self) -> None:
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self.client.command(_LEDGER_DDL.format(database=self.database))
+
+    def apply(self, migration: Migration, statements: list[str]) -> None:
+        for number, statement in enumerate(statements, 1):
+            try:
+                self.client.command(statement)
+            except ClientError as exc:
+                raise MigrationError(f"{migration.name}: statement {number} of {len(statements)} failed: {exc}") from exc
+        self.client.insert(
+            f"{self.database}.schema_migrations",
+            [[migration.version, migration.name, migration.sha256, datetime.now(timezone.utc)]],
+            column_names=["version", "name", "sha256", "applied_at"],
+        )
+
+
+class PostgresStore:
+    """A PostgreSQL database: each file runs whole in one transaction with its ledger row, so a file is applied
+    completely or not at all. {{api_user}} is the API's login (POSTGRES_API_USER), which the files grant to."""
+
+    def __init__(self, conn: psycopg.Connection, api_user: str) -> None:
+        self.conn = conn
+        self.values = {"api_user": api_user}
+        self.label = f"PostgreSQL database {conn.info.dbname}"
+
+    def applied(self) -> dict[int, tuple[str, str]]:
+        exists = self.conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        self.conn.commit()
+        if not exists or not exists[0]:
+            return {}
+        rows = self.conn.execute("SELECT version, name, sha256 FROM schema_migrations ORDER BY version").fetchall()
+        self.conn.commit()
+        return {version: (name, sha) for version, name, sha in rows}
+
+    def plan(self, migration: Migration) -> list[str]:
+        return [migration.render(self.values)]
+
+    def prepare(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute(_POSTGRES_LEDGER_DDL)
+
+    def apply(self, migration: Migration, statements: list[str]) -> None:
+        try:
+            with self.conn.transaction():
+                for statement in statements:
+                    self.conn.execute(statement)  # type: ignore[arg-type]  # a script: no parameters
+                self.conn.execute("INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                                  (migration.version, migration.name, migration.sha256))
+        except psycopg.Error as exc:
+            raise MigrationError(f"{migration.name} failed and was rolled back: {exc}") from exc
+
+
 def migrate(
     client: Client,
     database: str,
@@ -108,54 +240,33 @@ def migrate(
     dry_run: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[Migration]:
-    """Apply (or with dry_run only list) the pending migrations in order; returns them."""
-    if not _IDENTIFIER.fullmatch(database):
-        raise MigrationError(f"database name {database!r} must be a plain identifier")
-    values = {"database": database, "retention_months": str(retention_months)}
-    migrations = discover(directory)
-    todo = pending(migrations, applied_migrations(client, database))
-    if not todo:
-        say(f"database {database} is up to date: {len(migrations)} migrations applied, nothing to do")
-        return []
-    # Every file is rendered before anything runs, so a bad placeholder stops the run with nothing applied
-    planned = [(migration, migration.statements(values)) for migration in todo]
-    if dry_run:
-        for migration, statements in planned:
-            say(f"-- would apply {migration.name}")
-            for statement in statements:
-                say(statement + ";")
-        return todo
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.command(_LEDGER_DDL.format(database=database))
-    for migration, statements in planned:
-        for number, statement in enumerate(statements, 1):
-            try:
-                client.command(statement)
-            except ClientError as exc:
-                # Files are written with IF NOT EXISTS, so after a fix the whole file can simply run again
-                raise MigrationError(f"{migration.name}: statement {number} of {len(statements)} failed: {exc}") from exc
-        client.insert(
-            f"{database}.schema_migrations",
-            [[migration.version, migration.name, migration.sha256, datetime.now(timezone.utc)]],
-            column_names=["version", "name", "sha256", "applied_at"],
-        )
-        say(f"applied {migration.name} ({len(statements)} statement{'' if len(statements) == 1 else 's'})")
-    say(f"database {database}: applied {len(todo)} migrations, {len(migrations)} in total")
-    return todo
+    """Apply (or with dry_run only list) the pending ClickHouse migrations in order; returns them."""
+    return run(ClickHouseStore(client, database, retention_months), directory, dry_run, say)
+
+
+def migrate_postgres(conn: psycopg.Connection, api_user: str, directory: Path = POSTGRES_MIGRATIONS_DIR,
+                     dry_run: bool = False, say: Callable[[str], None] = print) -> list[Migration]:
+    """Apply (or with dry_run only list) the pending PostgreSQL migrations in order; returns them."""
+    return run(PostgresStore(conn, api_user), directory, dry_run, say)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m telemetry.migrate",
-        description="Apply the pending ClickHouse migrations (sql/clickhouse/migrations/NNNN_*.sql) in order through "
-        "clickhouse-connect, recording each (version, name, sha256, applied_at) in <database>.schema_migrations. "
-        "Running it again is a no-op; a file changed after it was applied is refused. {{database}} and "
-        "{{retention_months}} in the files come from the options below and RETENTION_MONTHS (default 12). "
-        "Credentials: CLICKHOUSE_USER, CLICKHOUSE_PASSWORD.",
+        description="Apply the pending migrations in order: ClickHouse's (sql/clickhouse/migrations/NNNN_*.sql) "
+        "through clickhouse-connect, then PostgreSQL's (sql/postgres/migrations/NNNN_*.sql) through psycopg, each "
+        "file recorded (version, name, sha256, applied_at) in that store's schema_migrations. Running it again is a "
+        "no-op; a file changed after it was applied is refused. ClickHouse: {{database}} and {{retention_months}} "
+        "come from the options below and RETENTION_MONTHS (default 12), credentials from CLICKHOUSE_USER / "
+        "CLICKHOUSE_PASSWORD. PostgreSQL: POSTGRES_URL, POSTGRES_USER / POSTGRES_PASSWORD (the schema owner); "
+        "{{api_user}} is POSTGRES_API_USER, the login the files grant the API's privileges to. "
+        "Exit status: 0 done, 1 a store failed or refused, 2 a configuration error.",
     )
+    parser.add_argument("--only", choices=("clickhouse", "postgres"), help="migrate one store only (default: both)")
     parser.add_argument("--url", help=f"ClickHouse HTTP URL (default: CLICKHOUSE_URL or {settings.Settings.clickhouse_url})")
-    parser.add_argument("--database", help=f"target database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
-    parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, help="directory of the migration files (default: sql/clickhouse/migrations)")
+    parser.add_argument("--database", help=f"ClickHouse database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
+    parser.add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR, help="directory of the ClickHouse files (default: sql/clickhouse/migrations)")
+    parser.add_argument("--postgres-migrations-dir", type=Path, default=POSTGRES_MIGRATIONS_DIR, help="directory of the PostgreSQL files (default: sql/postgres/migrations)")
     parser.add_argument("--dry-run", action="store_true", help="print the pending migrations' statements without applying anything")
     args = parser.parse_args(argv)
     try:
@@ -163,19 +274,33 @@ def main(argv: list[str] | None = None) -> int:
     except settings.SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    url = args.url or config.clickhouse_url
-    try:
-        client = clickhouse.connect(config, url=url)
-    except ClientError as exc:
-        print(f"error: cannot reach ClickHouse at {url}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        migrate(client, args.database or config.clickhouse_database, config.retention_months, args.migrations_dir, args.dry_run)
-    except (MigrationError, ClientError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
+    if args.only != "postgres":
+        url = args.url or config.clickhouse_url
+        try:
+            client = clickhouse.connect(config, url=url)
+        except ClientError as exc:
+            print(f"error: cannot reach ClickHouse at {url}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            migrate(client, args.database or config.clickhouse_database, config.retention_months, args.migrations_dir, args.dry_run)
+        except (MigrationError, ClientError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+    if args.only != "clickhouse":
+        try:
+            conn = psycopg.connect(config.postgres_conninfo(), connect_timeout=10)
+        except psycopg.Error as exc:
+            print(f"error: cannot reach PostgreSQL at {config.postgres_url} as {config.postgres_user}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            migrate_postgres(conn, config.postgres_api_user, args.postgres_migrations_dir, args.dry_run)
+        except (MigrationError, psycopg.Error) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            conn.close()
     return 0
 
 

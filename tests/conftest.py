@@ -24,9 +24,9 @@ from udfs.python_env import expose_site_packages
 # Flink mini-clusters started by tests run thread-mode Python inside the JVM: it must see this venv.
 expose_site_packages()
 
-# The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`, and the session's one job run on it
-# (shared by the job and Grafana tests); registered here, once, so pytest rewrites their asserts.
-pytest_plugins = ["tests.support.fixtures_stack", "tests.support.fixtures_job"]
+# The real local stack (Kafka, Flink, MinIO, ...) for tests marked `stack`, the session's one job run on it (shared
+# by the job and Grafana tests) and the session's API; registered here, once, so pytest rewrites their asserts.
+pytest_plugins = ["tests.support.fixtures_stack", "tests.support.fixtures_job", "tests.support.fixtures_api"]
 
 
 @dataclass(frozen=True)

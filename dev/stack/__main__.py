@@ -17,6 +17,10 @@ services, in start order: {', '.join(NAMES)}
   kafka       single-node KRaft broker from lib/kafka on KAFKA_DIRECT_URL's port, its controller on that port + 1;
               creates every topic of telemetry/topics.py (growing one with fewer partitions than listed)
   clickhouse  the dev server (python -m dev.chdb_server, chdb) on CLICKHOUSE_URL's port
+  postgres    Debian's PostgreSQL 15 (/usr/lib/postgresql/15/bin) on POSTGRES_URL's port, run as the postgres user when
+              root; cluster under <state>/postgres/data; the schema owner's and the API's passwords and the API's
+              pseudonym key generated once into <state>/postgres/credentials.env (mode 600); creates the database
+              and the API's login (`make migrate` creates the tables)
   minio       $MINIO_BIN (else `minio` on PATH; `make minio` builds it) on S3_ENDPOINT's port, console on that
               port + 1; root credentials generated once into <state>/minio/credentials.env (mode 600);
               creates the bucket LAKE_BUCKET
@@ -29,7 +33,7 @@ Everything binds to 127.0.0.1 (except Flink's Prometheus reporters, which have n
 Data, logs, pid files and generated configuration live under TELEMETRY_STATE_DIR/<service>/ (default <repo>/.local).
 `up` leaves a running, healthy service alone and starts the others detached, then waits until they are healthy
 (printing the end of a failing service's logs); a port taken by another process is an error naming the port and
-the variable that moves it. `down` sends SIGTERM, then SIGKILL after a grace period. Restart a service
+the variable that moves it. `down` sends SIGTERM (SIGINT to PostgreSQL: its fast shutdown), then SIGKILL after a grace period. Restart a service
 (`down NAME` then `up NAME`) to apply a changed setting.
 
 exit status: 0 success (for status: every service named is running and healthy), 1 a service failed or is not
@@ -39,7 +43,7 @@ running, 2 a configuration error"""
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dev.stack",
-        description="Start, stop or inspect the local stack: Kafka, ClickHouse (dev), MinIO, Prometheus and Flink.",
+        description="Start, stop or inspect the local stack: Kafka, ClickHouse (dev), PostgreSQL, MinIO, Prometheus and Flink.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -15,10 +15,11 @@ from dev.stack.clickhouse import ClickHouse
 from dev.stack.flink import Flink
 from dev.stack.kafka import Kafka
 from dev.stack.minio import MinIO
+from dev.stack.postgres import Postgres
 from dev.stack.process import POLL_SECONDS, Service, StackError, stop
 from dev.stack.prometheus import Prometheus
 
-SERVICES: tuple[type[Service], ...] = (Kafka, ClickHouse, MinIO, Prometheus, Flink)
+SERVICES: tuple[type[Service], ...] = (Kafka, ClickHouse, Postgres, MinIO, Prometheus, Flink)
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 
 Print = Callable[[str], None]
@@ -146,7 +147,7 @@ def up(settings: Settings, names: list[str] | None = None, echo: Print = print) 
 
 
 def down(settings: Settings, names: list[str] | None = None, echo: Print = print) -> None:
-    """Stop the named services (all when none are named): SIGTERM, then SIGKILL after each one's grace period."""
+    """Stop the named services (all when none are named): each one's stop signal, then SIGKILL after its grace period."""
     services = list(reversed(select(settings, names)))
     for name, pids in stop(services).items():
         echo(f"{name:<11} " + (f"stopped (pid {', '.join(map(str, pids))})" if pids else "not running"))

@@ -116,7 +116,8 @@ class Service(ABC):
     name: str
     processes: tuple[str, ...]  # the names launches() uses, known before anything is configured
     start_timeout: float = 60.0  # seconds from launch to healthy
-    stop_grace: float = 20.0  # seconds between SIGTERM and SIGKILL
+    stop_grace: float = 20.0  # seconds between the stop signal and SIGKILL
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -263,12 +264,12 @@ def send(pid: int, sig: signal.Signals, group: bool = True) -> bool:
 
 
 def stop(services: list[Service], processes: tuple[str, ...] | None = None) -> dict[str, list[int]]:
-    """SIGTERM every process of the given services (only `processes` when given), with what is left of the
-    sessions of those that died; SIGKILL what is left after the grace period.
+    """Send each service's stop signal (SIGTERM unless it says otherwise) to its processes (only `processes` when
+    given), with what is left of the sessions of those that died; SIGKILL what is left after the grace period.
 
     Returns the pids stopped per service name; services that were not running map to [].
     """
-    stopped = {service.name: service.signal_all(signal.SIGTERM, processes) for service in services}
+    stopped = {service.name: service.signal_all(service.stop_signal, processes) for service in services}
     deadline = time.monotonic() + max((s.stop_grace for s in services), default=0.0)
     pending = [pid for pids in stopped.values() for pid in pids]
     while pending and time.monotonic() < deadline:

@@ -33,9 +33,11 @@ REQUIRED_SERVICES = {"kafka", "clickhouse", "minio", "prometheus", "grafana", "j
                      "simulator"}
 # Read by the Flink image's entrypoint (merged into conf/config.yaml), not by the job's settings.
 FLINK_IMAGE_VARIABLES = {"FLINK_PROPERTIES"}
-SECRET_NAME = re.compile(r"password|secret|access[._-]key|(?<![a-z])token(?![a-z])", re.IGNORECASE)
+SECRET_NAME = re.compile(r"password|secret|access[._-]key|pseudonym[._-]key|(?<![a-z])token(?![a-z])", re.IGNORECASE)
 FROM_ENV_FILE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}$")  # required, no default: the value is in .env only
 FULL_VERSION = re.compile(r"\d+\.\d+\.\d+|\d{4}-\d{2}-\d{2}")  # 4.1.1, v3.5.0, RELEASE.2025-09-07T16-13-09Z
+# PostgreSQL numbers its releases MAJOR.MINOR: 15.13 is a full version (15 alone would float)
+POSTGRES_VERSION = re.compile(r"\d+\.\d+(-[a-z]+)?")
 
 
 def compose_bin() -> str:
@@ -152,7 +154,8 @@ def test_every_image_and_the_grafana_plugin_are_pinned(rendered: Json):
         reference = service["image"].split("@")[0]
         repository, _, tag = reference.rpartition(":")
         assert repository and "/" not in tag, f"{name}: {service['image']} has no tag"
-        assert tag != "latest" and FULL_VERSION.search(tag), f"{name}: {service['image']} is not a full version"
+        full = POSTGRES_VERSION.fullmatch(tag) if repository == "postgres" else FULL_VERSION.search(tag)
+        assert tag != "latest" and full, f"{name}: {service['image']} is not a full version"
     plugins = rendered["services"]["grafana"]["environment"]["GF_INSTALL_PLUGINS"]
     for plugin in plugins.split(","):
         assert re.fullmatch(r"[a-z0-9-]+ \d+\.\d+\.\d+", plugin.strip()), f"GF_INSTALL_PLUGINS: pin {plugin!r}"
@@ -386,3 +389,18 @@ def test_grafana_mounts_the_provisioning_and_gets_every_variable_it_expands(rend
         expanded |= set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)\}?", text))
     missing = expanded - set(grafana["environment"])
     assert not missing, f"Grafana's provisioning expands {missing}, which the grafana service does not set"
+
+
+def test_the_api_reads_with_least_privilege_and_waits_for_the_migrations(rendered: Json):
+    services = rendered["services"]
+    api = services["api"]
+    env = api["environment"]
+    assert api["command"] == ["python", "-m", "services.api"] and env["API_HOST"] == "0.0.0.0"
+    assert env["CLICKHOUSE_READER_USER"] == "reader" and "CLICKHOUSE_PASSWORD" not in env
+    assert env["POSTGRES_API_USER"] == "telemetry_api" and "POSTGRES_PASSWORD" not in env
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["postgres-api-login"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["environment"]["POSTGRES_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert services["postgres"]["image"].startswith("postgres:15.")  # the local stack's Debian PostgreSQL is 15
+    for name in ("api", "audit-seal"):
+        cfg.load({k: v for k, v in services[name]["environment"].items()})

@@ -170,7 +170,7 @@ def test_kustomization_lists_every_yaml_file():
     on_disk = sorted(p.name for p in K8S.iterdir() if p.suffix in (".yaml", ".yml") and p.name != "kustomization.yaml")
     assert sorted(listed) == on_disk
     assert {"FlinkDeployment", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job", "StatefulSet", "Service",
-            "Deployment", "NetworkPolicy"} == {d["kind"] for _, d in documents()}
+            "Deployment", "NetworkPolicy", "CronJob"} == {d["kind"] for _, d in documents()}
 
 
 def test_widening_the_flink_version_enum_is_the_only_change_to_the_published_crd():
@@ -374,7 +374,8 @@ def test_pods_take_configuration_from_the_configmap_and_credentials_from_the_sec
 
 def test_no_secret_values_in_committed_files():
     secret_names = set(secret_example())
-    assert secret_names == {"S3_ACCESS_KEY", "S3_SECRET_KEY", "CLICKHOUSE_PASSWORD"}
+    assert secret_names == {"S3_ACCESS_KEY", "S3_SECRET_KEY", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_READER_PASSWORD",
+                            "POSTGRES_PASSWORD", "POSTGRES_API_PASSWORD", "API_PSEUDONYM_KEY"}
     assert all(PLACEHOLDER.fullmatch(v) for v in secret_example().values()), secret_example()
     assert not secret_names & set(configmap_data())
     assert not of_kind("Secret")
@@ -458,16 +459,25 @@ def test_the_job_image_holds_no_local_tooling():
 
 # --- the setup Job, the loader and the heartbeat ------------------------------------------------------------------
 
-WORKLOAD_KINDS = ("Job", "StatefulSet", "Deployment")
+WORKLOAD_KINDS = ("Job", "StatefulSet", "Deployment", "CronJob")
 
 
-def workload(kind: str) -> Json:
-    [(_, doc)] = of_kind(kind)
+def workloads() -> list[Json]:
+    return [doc for kind in WORKLOAD_KINDS for _, doc in of_kind(kind)]
+
+
+def workload(kind: str, name: str | None = None) -> Json:
+    [doc] = [d for _, d in of_kind(kind) if name is None or d["metadata"]["name"] == name]
     return doc
 
 
+def pod_spec(doc: Json) -> Json:
+    template = doc["spec"]["jobTemplate"]["spec"]["template"] if doc["kind"] == "CronJob" else doc["spec"]["template"]
+    return template["spec"]
+
+
 def containers(doc: Json) -> list[Json]:
-    pod = doc["spec"]["template"]["spec"]
+    pod = pod_spec(doc)
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
@@ -484,18 +494,22 @@ def container_env(doc: Json, container: Json) -> dict[str, str]:
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
+        elif "secretKeyRef" in item["valueFrom"]:  # one key of the Secret
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "telemetry-secrets" and ref["key"] in secret_example(), item
+            env[item["name"]] = secret_example()[ref["key"]]
         else:  # the pod's own name: a StatefulSet's first pod
             assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, item
             env[item["name"]] = f"{doc['metadata']['name']}-0"
     return env
 
 
-@pytest.mark.parametrize("kind", WORKLOAD_KINDS)
+@pytest.mark.parametrize("kind, name", [(d["kind"], d["metadata"]["name"]) for d in workloads()])
 def test_workloads_run_a_module_of_the_job_image_that_accepts_their_args_and_environment(
-        kind: str, monkeypatch: pytest.MonkeyPatch):
-    doc = workload(kind)
+        kind: str, name: str, monkeypatch: pytest.MonkeyPatch):
+    doc = workload(kind, name)
     interpreters = {Path(d["spec"]["flinkConfiguration"]["python.executable"]).name for d in deployments()}
-    if kind != "Job":  # a Job's selector is generated
+    if kind not in ("Job", "CronJob"):  # a Job's selector is generated
         assert doc["spec"]["selector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
     for container in containers(doc):
         assert container["image"] == deployments()[0]["spec"]["image"], container["name"]
@@ -510,7 +524,8 @@ def test_workloads_run_a_module_of_the_job_image_that_accepts_their_args_and_env
             for key, value in env.items():
                 m.setenv(key, value)
             parse_with_module(module, args)
-        assert not [e for e in container.get("env", []) if e["name"] in secret_example()], "credentials: the Secret"
+        assert not [e for e in container.get("env", []) if e["name"] in secret_example() and "value" in e], \
+            "credentials: the Secret"
 
 
 def test_setup_creates_the_topics_before_migrating():
@@ -523,7 +538,7 @@ def test_setup_creates_the_topics_before_migrating():
 
 def test_loader_pods_keep_their_name_as_member_id_and_serve_metrics_where_probed_and_scraped():
     loader = workload("StatefulSet")
-    [(_, service)] = of_kind("Service")
+    [service] = [d for _, d in of_kind("Service") if d["metadata"]["name"] == loader["metadata"]["name"]]
     assert loader["spec"]["serviceName"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == loader["spec"]["selector"]["matchLabels"]
     [container] = containers(loader)
@@ -540,7 +555,28 @@ def test_loader_pods_keep_their_name_as_member_id_and_serve_metrics_where_probed
 
 
 def test_heartbeat_liveness_reads_the_file_the_heartbeat_touches():
-    [container] = containers(workload("Deployment"))
+    [container] = containers(workload("Deployment", "telemetry-heartbeat"))
     alive_file = container["command"][container["command"].index("--alive-file") + 1]
     probe = container["livenessProbe"]["exec"]["command"]
     assert probe[0] == container["command"][0] and f"getmtime('{alive_file}')" in probe[-1], probe
+
+
+def test_the_api_gets_only_the_credentials_it_reads_with_and_serves_its_service():
+    api = workload("Deployment", "telemetry-api")
+    [container] = containers(api)
+    env = container_env(api, container)
+    assert "secretRef" not in str(container.get("envFrom")), "the API takes Secret keys one by one"
+    assert {"CLICKHOUSE_READER_PASSWORD", "POSTGRES_API_PASSWORD", "API_PSEUDONYM_KEY"} <= set(env)
+    assert "CLICKHOUSE_PASSWORD" not in env and "POSTGRES_PASSWORD" not in env  # the writers' passwords stay out
+    config = cfg.load(env)
+    assert config.clickhouse_reader_user == "reader" and config.postgres_api_user == "telemetry_api"
+    assert config.api_host == "0.0.0.0" and config.postgres_url.startswith("postgresql://")
+    [service] = [d for _, d in of_kind("Service") if d["metadata"]["name"] == "telemetry-api"]
+    assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+    [port] = service["spec"]["ports"]
+    assert {"name": port["targetPort"], "containerPort": config.api_port, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"  # a store outage is a 503, not a restart
+    seal = workload("CronJob")
+    [job] = containers(seal)
+    assert job["command"][1:] == ["-m", "services.api.audit", "seal"]

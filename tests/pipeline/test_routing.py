@@ -163,3 +163,16 @@ def test_lane_of_a_valid_event_follows_the_watermark(watermark, want):
 def test_lane_slices_by_record_time_and_lateness_by_event_time():
     # an event stamped 4 s before the Kafka record that carries it: its record's slice is open, it is on time
     assert routing.lane(1_000_500, 1_004_500, 1_001_999, LATENESS_MS, SLICE_MS) == routing.ON_TIME
+
+
+def test_asset_transfers_are_audit_rows_without_counting_as_audit_events(simulated):
+    """Uploads and downloads (seed 001) reach the audit log: who moved which asset which way; usage still counts
+    them as transfers only, so the windows' audit_events stay what they were."""
+    records, _ = simulated
+    rows, _, _ = routed(records)
+    transfers = [r for r in rows if r["topic"] == "asset_transfer"]
+    assert "asset_transfer" in routing.AUDIT_TOPICS and transfers
+    for row in transfers:
+        event = json.loads(row["event_json"])
+        assert (row["subject"], row["action"], row["resource"]) == (event["user_id"], event["direction"], event["asset_id"])
+        assert (row["audit_events"], row["access_denied"], row["transfers"]) == (0, 0, 1)

@@ -55,6 +55,7 @@ def make_stack_environ(state_dir: Path, offset: int) -> dict[str, str]:
             "PROMETHEUS_URL": _shift(defaults.prometheus_url, offset),
             "S3_ENDPOINT": _shift(defaults.s3_endpoint, offset),
             "FLINK_REST_URL": _shift(defaults.flink_rest_url, offset),
+            "POSTGRES_URL": _shift_url(defaults.postgres_url, offset),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }
     )
@@ -72,6 +73,13 @@ def _shift(url: str, offset: int) -> str:
     """http://host:PORT or host:PORT with PORT + offset."""
     base, _, port = url.rpartition(":")
     return f"{base}:{int(port) + offset}"
+
+
+def _shift_url(url: str, offset: int) -> str:
+    """scheme://host:PORT/path with PORT + offset."""
+    head, _, path = url.partition("://")[2].partition("/")
+    host, _, port = head.rpartition(":")
+    return f"{url.partition('://')[0]}://{host}:{int(port) + offset}/{path}"
 
 
 def run_stack(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,7 +128,7 @@ def bring_up(stack_env: dict[str, str], *services: str) -> Settings:
 @pytest.fixture(scope="session")
 def stack(stack_env: dict[str, str]) -> Settings:
     """Settings of a running, healthy test stack (Kafka with the catalogue's topics, ClickHouse dev server,
-    MinIO with the lake bucket, Prometheus, Flink session cluster)."""
+    PostgreSQL, MinIO with the lake bucket, Prometheus, Flink session cluster)."""
     return bring_up(stack_env)
 
 

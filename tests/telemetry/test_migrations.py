@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Iterator
 
 import clickhouse_connect
+import psycopg
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from telemetry.sqltext import split_statements
-from telemetry.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
+from telemetry import settings
+from telemetry.migrate import MIGRATIONS_DIR, POSTGRES_MIGRATIONS_DIR, MigrationError, discover, migrate, migrate_postgres
 from telemetry.settings import REPO_ROOT
 
 TABLES = {"audit_log", "task_facts", "usage_10s", "usage_1m", "usage_1h", "usage_1d", "late_events", "dlq_events",
@@ -60,7 +62,7 @@ def test_every_migration_applies_once_and_is_recorded(client: Client, database: 
 def test_cli_dry_run_then_apply_then_noop(clickhouse_server: str, client: Client, database: str) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CLICKHOUSE_URL": clickhouse_server, "CLICKHOUSE_DATABASE": database}
-        return subprocess.run([sys.executable, "-m", "telemetry.migrate", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "telemetry.migrate", "--only", "clickhouse", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     dry = run("--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -206,3 +208,46 @@ def test_usage_windows_roll_up_to_minute_hour_and_day(client: Client, database: 
     assert rollup("usage_1h") == expected(timedelta(hours=1), epoch)
     assert rollup("usage_1d") == expected(timedelta(days=1), epoch)
     assert len(rollup("usage_1m")) == 3 and len(rollup("usage_1h")) == 3 and len(rollup("usage_1d")) == 3
+
+
+# --- PostgreSQL: the same rules through the same code path ---------------------------------------------------------
+
+
+@pytest.fixture
+def pg_database(postgres_stack: settings.Settings) -> Iterator[psycopg.Connection]:
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_stack.postgres_conninfo(database="postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    conn = psycopg.connect(postgres_stack.postgres_conninfo(database=name))
+    yield conn
+    conn.close()
+    with psycopg.connect(postgres_stack.postgres_conninfo(database="postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}"')
+
+
+def test_postgres_migrations_apply_once_each_file_in_one_transaction(pg_database: psycopg.Connection,
+                                                                     tmp_path: Path) -> None:
+    said: list[str] = []
+    applied = migrate_postgres(pg_database, "telemetry_api", say=said.append)
+    assert [m.name for m in applied] == [m.name for m in discover(POSTGRES_MIGRATIONS_DIR)]
+    tables = {r[0] for r in pg_database.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"tenants", "users", "grants", "api_tokens", "erasures", "quota_limits", "report_schedules", "access_log",
+            "audit_digests", "schema_migrations"} <= tables
+    pg_database.commit()
+    assert migrate_postgres(pg_database, "telemetry_api", say=said.append) == []
+    assert said[-1].endswith("is up to date: 1 migrations applied, nothing to do")
+    # a failing file leaves nothing behind, its ledger row included
+    migrations = tmp_path / "pg"
+    shutil.copytree(POSTGRES_MIGRATIONS_DIR, migrations)
+    (migrations / "0999_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT * FROM no_such_table;\n")
+    with pytest.raises(MigrationError, match="0999_broken.sql failed and was rolled back"):
+        migrate_postgres(pg_database, "telemetry_api", migrations, say=lambda _: None)
+    assert pg_database.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
+    assert pg_database.execute("SELECT max(version) FROM schema_migrations").fetchone() == (1,)
+    pg_database.rollback()
+    # an applied file that changed is refused, as for ClickHouse
+    first = sorted(migrations.glob("0001_*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- an edit\n")
+    (migrations / "0999_broken.sql").unlink()
+    with pytest.raises(MigrationError, match="must not be edited"):
+        migrate_postgres(pg_database, "telemetry_api", migrations, say=lambda _: None)

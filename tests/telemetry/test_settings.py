@@ -55,3 +55,36 @@ def test_s3_credentials_come_from_env_or_the_generated_file(tmp_path):
 def test_describe_masks_secrets():
     rows = dict(cfg.describe(cfg.load({"CLICKHOUSE_PASSWORD": "hunter2"})))
     assert rows["CLICKHOUSE_PASSWORD"] == "***"
+
+
+def test_serving_settings_are_validated_with_the_fix_named():
+    for env, fragment in (
+        ({"POSTGRES_URL": "mysql://x:1/db"}, "POSTGRES_URL='mysql://x:1/db' is not a URL"),
+        ({"POSTGRES_URL": "postgresql://u:secret@h:5432/db"}, "must not carry a password"),
+        ({"POSTGRES_URL": "postgresql://h:5432/Tele-Metry"}, "plain lower-case identifier"),
+        ({"POSTGRES_API_USER": "Robert'); DROP"}, "POSTGRES_API_USER"),
+        ({"API_PORT": "http"}, "API_PORT='http' must be a whole number from 1 to 65535"),
+        ({"API_MAX_ROWS": "0"}, "API_MAX_ROWS"),
+        ({"API_OIDC_ISSUER": "https://idp/"}, "API_OIDC_ISSUER, API_OIDC_AUDIENCE and API_OIDC_JWKS_URL"),
+        ({"API_PERSONAL_HOSTS": "(unclosed"}, "is not a regular expression"),
+    ):
+        with pytest.raises(cfg.SettingsError) as info:
+            cfg.load(env)
+        assert fragment in str(info.value), (env, str(info.value))
+
+
+def test_postgres_logins_and_the_pseudonym_key_come_from_env_or_the_generated_file(tmp_path):
+    s = cfg.load({"TELEMETRY_STATE_DIR": str(tmp_path), "POSTGRES_URL": "postgresql://db.example:6432/ops"})
+    with pytest.raises(cfg.SettingsError, match="API_PSEUDONYM_KEY is not set"):
+        s.pseudonym_key()
+    s.postgres_credentials_file.parent.mkdir(parents=True)
+    s.postgres_credentials_file.write_text("POSTGRES_USER=telemetry\nPOSTGRES_PASSWORD=o'wner\nPOSTGRES_API_USER=telemetry_api\n"
+                                           "POSTGRES_API_PASSWORD=api-pw\nAPI_PSEUDONYM_KEY=" + "k" * 40 + "\n")
+    assert s.pseudonym_key() == b"k" * 40
+    assert "password='o\\'wner'" in s.postgres_conninfo() and "host='db.example'" in s.postgres_conninfo()
+    assert "user='telemetry_api'" in s.postgres_conninfo(api=True) and "password='api-pw'" in s.postgres_conninfo(api=True)
+    assert "dbname='ops'" in s.postgres_conninfo() and "dbname='postgres'" in s.postgres_conninfo(database="postgres")
+    with pytest.raises(cfg.SettingsError, match="too short"):
+        cfg.load({"API_PSEUDONYM_KEY": "short"}).pseudonym_key()
+    rows = dict(cfg.describe(cfg.load({"POSTGRES_PASSWORD": "x", "API_PSEUDONYM_KEY": "y" * 40})))
+    assert rows["POSTGRES_PASSWORD"] == "***" and rows["API_PSEUDONYM_KEY"] == "***"

@@ -1,0 +1,399 @@
+"""The FastAPI application: the gate every request passes (authentication, then the access log written before a
+byte of the answer leaves), the error format, and the routers per area.
+
+The gate is plain ASGI around the app: it authenticates the bearer token, lets the app compute the whole answer,
+appends the access-log record (who, role, tenants, endpoint, parameters, rows, status, time) and only then sends
+the answer; when the record cannot be written the answer is withheld and the caller gets 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.api import accesslog
+from services.api.auth import Caller, JwtVerifier, authenticate
+from services.api.params import iso, scoped_tenants
+from services.api.permissions import Metric
+from services.api.privacy import Privacy
+from services.api.problems import MEDIA_TYPE, Problem, forbidden, unavailable
+from services.api.stores import ClickHouseReader, Postgres
+from telemetry.promtext import Histogram, Metric as Series
+from telemetry.settings import Settings
+
+LOG = logging.getLogger("services.api")
+VERSION = "1.0.0"
+# Operational endpoints without tenant data: no token, not in the access log (probes would flood it).
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.requests = Series("telemetry_api_requests_total", "counter", "API requests by endpoint and status",
+                               ("endpoint", "status"))
+        self.latency = Histogram("telemetry_api_request_seconds", "Time from request to answer, access log included",
+                                 ("endpoint",))
+        self.audit_failures = Series("telemetry_api_audit_failures_total", "counter",
+                                     "Requests refused because their access-log record could not be written")
+        self.cache = Series("telemetry_api_clickhouse_cache_total", "counter",
+                            "ClickHouse answers served from the API's cache (hit) or queried (miss)", ("result",))
+
+    def render(self, ch: ClickHouseReader) -> str:
+        self.cache.set("hit", value=ch.hits)
+        self.cache.set("miss", value=ch.misses)
+        return "\n".join(line for family in (self.requests, self.latency, self.audit_failures, self.cache)
+                         for line in family.render()) + "\n"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    audit: bool = True
+    pg: Postgres = field(init=False)
+    ch: ClickHouseReader = field(init=False)
+    verifier: JwtVerifier | None = field(init=False)
+    key: bytes = field(init=False)
+    personal_hosts: re.Pattern[str] = field(init=False)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.pg = Postgres(s)
+        self.ch = ClickHouseReader(s)
+        self.verifier = (JwtVerifier(s.api_oidc_issuer, s.api_oidc_audience or "", s.api_oidc_jwks_url or "")
+                         if s.api_oidc_issuer else None)
+        self.key = s.pseudonym_key()
+        self.personal_hosts = re.compile(s.api_personal_hosts)
+
+
+@dataclass
+class RequestAudit:
+    """What the access-log record of a request says; endpoints fill in tenants and rows."""
+
+    caller: Caller | None = None
+    principal: str = ""
+    tenants: list[str] = field(default_factory=list)
+    rows: int | None = None
+    body: str = ""  # a POST's body, as sent (bounded)
+
+
+def audit_of(request: Request) -> RequestAudit:
+    return request.scope["state"]["audit"]
+
+
+# -- the gate -----------------------------------------------------------------------------------------------------
+
+
+class Gate:
+    def __init__(self, app: Callable[..., Awaitable[None]], state: ApiState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started, at = time.perf_counter(), datetime.now(timezone.utc)
+        audit = RequestAudit()
+        scope.setdefault("state", {})["audit"] = audit
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            audit.caller = await authenticate(headers.get("authorization"), self.state.pg, self.state.verifier)
+            audit.principal = audit.caller.principal
+            scope["state"]["caller"] = audit.caller
+        except Problem as problem:
+            audit.principal = problem.principal or ""
+            await self._finish(scope, send, audit, *problem_response(problem, scope["path"]), started, at)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+        received: list[bytes] = []
+
+        async def recording() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request" and sum(map(len, received)) < accesslog.MAX_VALUE_CHARS * 4:
+                received.append(message.get("body", b""))
+            return message
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, recording, capture)
+            audit.body = b"".join(received).decode("utf-8", "replace")
+            status, out_headers, body = start["status"], list(start.get("headers", [])), b"".join(chunks)
+        except Exception as exc:  # noqa: BLE001 - a bug must still be answered and logged
+            LOG.exception("%s %s failed", scope["method"], scope["path"])
+            problem = Problem(500, "internal-error", "Internal error", f"{type(exc).__name__} while answering; the "
+                                                                      "access log has the request")
+            status, out_headers, body = problem_response(problem, scope["path"])
+        await self._finish(scope, send, audit, status, out_headers, body, started, at)
+
+    async def _finish(self, scope: dict[str, Any], send: Send, audit: RequestAudit, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes, started: float, at: datetime) -> None:
+        endpoint = endpoint_of(scope)
+        if self.state.audit:
+            record = accesslog.canonical(self._record(scope, audit, status, started, at, endpoint))
+            try:
+                await self.state.pg.fetch("SELECT seq FROM append_access_log(%s)", (record,))
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the answer must not leave unlogged
+                self.state.metrics.audit_failures.inc()
+                if isinstance(exc, Problem) and exc.code == "postgresql-unavailable":
+                    problem = unavailable("postgresql", f"{exc.detail}; the request was refused (its access-log "
+                                                        "record could not be written either)")
+                else:
+                    reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+                    problem = unavailable("audit", f"the access log could not be written ({reason}); the answer was "
+                                                   "withheld: try again")
+                status, headers, body = problem_response(problem, scope["path"])
+        self.state.metrics.requests.inc(endpoint, str(status))
+        self.state.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k, v) for k, v in headers if k.lower() != b"content-length"]
+                    + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: dict[str, Any], audit: RequestAudit, status: int, started: float, at: datetime,
+                endpoint: str) -> dict[str, Any]:
+        caller = audit.caller
+        query = scope.get("query_string", b"").decode("latin-1")
+        from urllib.parse import parse_qsl
+
+        return {
+            "v": 1,
+            "at": iso(at),
+            "request_id": str(uuid.uuid4()),
+            "principal": accesslog.bounded(audit.principal),
+            "auth": caller.auth if caller else "",
+            "token_id": caller.token_id if caller else "",
+            "role": caller.role if caller else "",
+            "tenants": audit.tenants,
+            "method": scope["method"],
+            "endpoint": endpoint,
+            "path": accesslog.bounded(scope["path"]),
+            "params": accesslog.parameters(parse_qsl(query, keep_blank_values=True)),
+            "body": accesslog.bounded(audit.body),
+            "status": status,
+            "rows": audit.rows,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+            "client": (scope.get("client") or ("", 0))[0],
+        }
+
+
+def endpoint_of(scope: dict[str, Any]) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "(no route)"
+
+
+def problem_response(problem: Problem, path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    headers = [(b"content-type", MEDIA_TYPE.encode())] + [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    return problem.status, headers, problem.encode(path)
+
+
+# -- responses ----------------------------------------------------------------------------------------------------
+
+
+def money(value: Any) -> str | None:
+    """An amount as exact decimal text: ClickHouse's Decimal as it is, a float by its shortest repr (so a
+    Float64 column never gains digits it did not have), never a JSON number a client could round."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = Decimal(repr(value))
+    elif not isinstance(value, Decimal):
+        value = Decimal(value)
+    text = format(value, "f")
+    return text
+
+
+def _finite(value: Any) -> Any:
+    """The answer with every NaN or infinity as None (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _default(value: Any) -> Any:
+    """What json.dumps cannot write itself: times as ISO 8601 UTC, decimals as exact text."""
+    if isinstance(value, datetime):
+        return iso(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class JsonBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                              default=_default).encode()
+        except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
+            return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                              default=_default).encode()
+
+
+def page(request: Request, rows: list[dict[str, Any]], limit: int, offset: int, meta: dict[str, Any]) -> JsonBody:
+    """A list answer: at most limit rows of the limit + 1 fetched (the extra one says whether there is a next page)."""
+    more = len(rows) > limit
+    data = rows[:limit]
+    audit_of(request).rows = len(data)
+    return JsonBody({"data": data, "page": {"limit": limit, "offset": offset, "returned": len(data),
+                                            "next_offset": offset + limit if more else None}, "meta": meta})
+
+
+def single(request: Request, item: dict[str, Any], rows: int, meta: dict[str, Any] | None = None) -> JsonBody:
+    audit_of(request).rows = rows
+    return JsonBody({"data": item, "meta": meta or {}})
+
+
+# -- dependencies -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one request may see: its caller, the tenants it covers, how people are shown, and the stores."""
+
+    caller: Caller
+    tenants: list[str]
+    privacy: Privacy
+    state: ApiState
+
+    @property
+    def ch(self) -> ClickHouseReader:
+        return self.state.ch
+
+
+TENANT_QUERY = Query(None, description="tenant id(s) to cover, each within the caller's grant (default: all of them)")
+
+
+def requires(metric: Metric | None) -> Callable[..., Scope]:
+    """A dependency: the caller may read `metric` (None: any role), over the tenants asked for."""
+
+    async def dependency(request: Request, tenant: list[str] | None = TENANT_QUERY) -> Scope:
+        state: ApiState = request.app.state.api
+        caller: Caller = request.scope["state"]["caller"]
+        if metric is not None and metric not in caller.policy.metrics:
+            allowed = ", ".join(sorted(m.value for m in caller.policy.metrics))
+            raise forbidden("metric-not-permitted", f"role {caller.role} may not read {metric.value}; it may read: "
+                                                    f"{allowed}")
+        tenants = scoped_tenants(tenant, caller.tenants)
+        audit_of(request).tenants = tenants
+        privacy = Privacy(state.key, caller.policy.identity, caller.erased, state.personal_hosts)
+        return Scope(caller, tenants, privacy, state)
+
+    return dependency
+
+
+# -- the application ----------------------------------------------------------------------------------------------
+
+
+def _validation_problem(exc: RequestValidationError) -> Problem:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body")]
+    parameter = location[0] if location else None
+    given = first.get("input")
+    shown = f"={str(given)[:64]!r}" if given is not None and not isinstance(given, (dict, list)) else ""
+    return Problem(400, "bad-parameter", "A parameter is malformed",
+                   f"{parameter or 'request'}{shown}: {first.get('msg', 'invalid')}", parameter)
+
+
+def _problem_handler(request: Request, exc: Exception) -> Response:
+    problem = exc if isinstance(exc, Problem) else _validation_problem(exc)  # type: ignore[arg-type]
+    status, headers, body = problem_response(problem, request.url.path)
+    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
+
+
+def _http_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = "not-found" if exc.status_code == 404 else f"http-{exc.status_code}"
+    problem = Problem(exc.status_code, code, str(exc.detail), f"{request.method} {request.url.path}: {exc.detail}")
+    return _problem_handler(request, problem)
+
+
+def create_app(settings: Settings, audit: bool = True) -> FastAPI:
+    """The app with its stores (opened on start-up, closed on shut-down). audit=False serves without the access
+    log: only for the benchmark's comparison, never in production (`__main__` says so loudly)."""
+    from services.api.routers import ROUTERS
+
+    state = ApiState(settings, audit)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.pg.open()
+        try:
+            yield
+        finally:
+            await state.pg.close()
+
+    app = FastAPI(
+        title="AI telemetry API",
+        version=VERSION,
+        summary="Usage, cost, model performance, VMs, pipeline health and audit of the AI telemetry platform",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+        responses={400: {"description": "bad-parameter"}, 401: {"description": "unauthenticated"},
+                   403: {"description": "not permitted"}, 503: {"description": "a store or the access log is unavailable"}},
+    )
+    app.state.api = state
+    app.add_exception_handler(Problem, _problem_handler)
+    app.add_exception_handler(RequestValidationError, _problem_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(Gate, state=state)
+    return app
+
+
+DESCRIPTION = """\
+Every request under /v1 carries `Authorization: Bearer <token>`: an API token (`python -m services.api.tokens issue`)
+or a JWT of the configured OIDC issuer. The token's principal has a role and tenants (PostgreSQL grants); the role
+decides which metric types it may read, over how long a range, and whether it sees user ids or pseudonyms (see the
+permission matrix in the README). Every answer covers the caller's tenants only (`tenant=` narrows them).
+
+Every request is appended to a hash-chained access log before its answer is sent; if the record cannot be written
+the answer is withheld (503). Errors are `application/problem+json` with a `code` and, where one is at fault, the
+`parameter`. Lists are paged with `limit` / `offset`; `page.next_offset` is null on the last page. Times are
+ISO 8601 (`2026-03-01T10:00:00Z`); ranges are `[from, to)`. Money is a JSON string holding the exact decimal
+(`"12.345678"`), never a float.
+"""
+
+
+
+
+def app_from_environment() -> FastAPI:
+    """The app for uvicorn's worker processes (--workers > 1): settings from the environment."""
+    import os
+
+    from telemetry import settings as config
+
+    return create_app(config.load(), audit=os.environ.get("API_ACCESS_LOG", "on") != "off")

@@ -1,0 +1,179 @@
+"""The API's two stores: PostgreSQL through async psycopg connections (as POSTGRES_API_USER) and ClickHouse through
+clickhouse-connect as the read-only reader, one client per worker thread. Failures become 503 problems that name
+the store and the reason; nothing partial is returned."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Sequence
+
+import anyio
+import psycopg
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from services.api.problems import Problem, unavailable
+from telemetry import clickhouse
+from telemetry.settings import Settings
+
+# ClickHouse error codes that mean "not now" rather than a bug: timeout, memory, too many queries, network.
+_TRANSIENT_CODES = {"159", "160", "202", "209", "210", "241", "242", "394", "516"}
+
+
+class ClickHouseReader:
+    """Read-only queries with server-side parameters; a client per worker thread.
+
+    Answers are cached for API_CACHE_SECONDS, keyed by the query and its parameters (tenants included), so
+    dashboards refreshing the same panels cost ClickHouse one query per period; concurrent requests for the same
+    answer wait for the one query in flight instead of each sending it. Only ClickHouse's rows are cached:
+    authentication, authorisation, pseudonyms and the access log happen for every request."""
+
+    MAX_ENTRIES = 2000
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = settings.clickhouse_database
+        self.ttl = float(settings.api_cache_seconds)
+        self._local = threading.local()
+        # touched on the event loop only, so no lock
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._in_flight: dict[str, asyncio.Lock] = {}
+        self.hits = self.misses = 0
+
+    async def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a SELECT as dicts (the caller's own copies); a 503 problem when ClickHouse cannot answer now.
+        A cached answer is served on the event loop; a query runs in a worker thread (clickhouse-connect blocks)."""
+        if self.ttl <= 0:
+            return await anyio.to_thread.run_sync(self._query, sql, parameters)
+        key = sql + "\x00" + repr(sorted(parameters.items()))
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        flight = self._in_flight.setdefault(key, asyncio.Lock())
+        async with flight:  # one query per key at a time: the others find its answer in the cache
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            self.misses += 1
+            rows = await anyio.to_thread.run_sync(self._query, sql, parameters)
+            if len(self._cache) >= self.MAX_ENTRIES:
+                now = time.monotonic()
+                for stale in [k for k, (expires, _) in self._cache.items() if expires <= now] or list(self._cache)[:100]:
+                    self._cache.pop(stale, None)
+            self._cache[key] = (time.monotonic() + self.ttl, rows)
+        self._in_flight.pop(key, None)
+        return [dict(row) for row in rows]
+
+    def _fresh(self, key: str) -> list[dict[str, Any]] | None:
+        cached = self._cache.get(key)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        self.hits += 1
+        return [dict(row) for row in cached[1]]
+
+    def _client(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = clickhouse.connect(
+                self.settings, reader=True, connect_timeout=3, send_receive_timeout=self.settings.api_query_timeout_s + 5,
+                autogenerate_session_id=False, query_limit=0)
+            client.set_client_setting("max_execution_time", self.settings.api_query_timeout_s)
+            self._local.client = client
+        return client
+
+    def _query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            result = self._client().query(sql.replace("{db}", self.database), parameters=parameters)
+        except OperationalError as exc:  # no answer at all: the network, a restart
+            self._local.client = None
+            raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
+                                            f"{_first_line(exc)}") from exc
+        except DatabaseError as exc:
+            code = getattr(exc, "code", None) or _error_code(str(exc))
+            self._local.client = None
+            if code in _TRANSIENT_CODES:
+                raise unavailable("clickhouse", f"ClickHouse could not answer: {_first_line(exc)}") from exc
+            raise Problem(500, "internal-error", "Internal error", f"ClickHouse refused a query: {_first_line(exc)}") from exc
+        except (ClickHouseError, OSError) as exc:
+            self._local.client = None
+            raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
+                                            f"{_first_line(exc)}") from exc
+        names = result.column_names
+        return [dict(zip(names, row)) for row in result.result_rows]
+
+    def ping(self) -> bool:
+        try:
+            return self._client().ping()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            self._local.client = None
+            return False
+
+
+def _error_code(text: str) -> str | None:
+    marker = "Code: "
+    at = text.find(marker)
+    if at < 0:
+        return None
+    digits = "".join(ch for ch in text[at + len(marker):at + len(marker) + 6] if ch.isdigit())
+    return digits or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+class Postgres:
+    """Connections of the API's PostgreSQL login, kept open between requests (at most max_size at once).
+
+    Deliberately simple: a request that finds no idle connection opens one, so when PostgreSQL comes back after an
+    outage the next request works (a pool reconnecting in the background with back-off took up to a minute)."""
+
+    def __init__(self, settings: Settings, max_size: int = 10) -> None:
+        self.conninfo = settings.postgres_conninfo(api=True)
+        self.url = settings.postgres_url
+        self.max_size = max_size
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.slots: asyncio.Semaphore | None = None
+
+    async def open(self) -> None:
+        self.slots = asyncio.Semaphore(self.max_size)
+
+    async def close(self) -> None:
+        while self.idle:
+            await self.idle.pop().close()
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement (autocommit); a 503 problem when PostgreSQL does not answer."""
+        assert self.slots is not None, "open() first"
+        try:
+            await asyncio.wait_for(self.slots.acquire(), timeout=5)
+        except TimeoutError:
+            raise unavailable("postgresql", f"all {self.max_size} connections to PostgreSQL stayed busy for 5 s") from None
+        try:
+            # An idle connection may have died with a restarted server: one more try on a new one.
+            for reused in (True, False):
+                conn = self.idle.pop() if reused and self.idle else None
+                try:
+                    if conn is None:
+                        reused = False
+                        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=3)
+                    cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+                    rows = await cur.fetchall() if cur.description else []
+                except psycopg.OperationalError as exc:
+                    if conn is not None:
+                        await conn.close()
+                    if reused:
+                        continue
+                    raise unavailable("postgresql", f"PostgreSQL at {self.url} did not answer: {_first_line(exc)}") from exc
+                except BaseException:
+                    if conn is not None:
+                        await conn.close()
+                    raise
+                self.idle.append(conn)
+                return rows
+            raise AssertionError("unreachable")
+        finally:
+            self.slots.release()

@@ -198,9 +198,9 @@ def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # uvicorn accepts once its lifespan ran
         try:
-            requests.get(f"{url}/health", timeout=2)
+            requests.get(f"{url}/health", timeout=5)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not accepting yet, or its first ClickHouse ping is slow on a busy machine
             time.sleep(0.1)
     return ApiProcess(proc, url, log)
 

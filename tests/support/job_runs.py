@@ -60,11 +60,15 @@ def reset_topics(stack_env: dict[str, str]) -> None:
     while True:  # creation right after deletion can still be refused while the broker forgets the old topic
         try:
             kafka.provision()
-            return
+            break
         except Exception:  # noqa: BLE001 - retried until the deadline, then raised
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+    # A new topic reaches the metadata every client reads a moment after its creation is acknowledged.
+    while set(names) - set(admin.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, "Kafka did not list the recreated catalogue topics in 60 s"
+        time.sleep(0.5)
 
 
 def simulate(stack_env: dict[str, str], truth_path: Path, *args: str) -> dict[str, Any]:

@@ -15,16 +15,16 @@ from collections import Counter
 from typing import Any
 
 from pyarrow import fs
-from pyflink.common import Configuration
 from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 from pyflink.table.udf import udtf
 
+from jobs.runtime import base_configuration, local_run, local_s3
+from jobs.tables import lake_ddl, summed
 from pipeline import backfill, routing
-
+from pipeline.backfill import BackfillError, Range
+from pipeline.rows import USAGE_SUMS
 from telemetry import __version__, clickhouse, topics
 from telemetry import settings as cfg
-from jobs.telemetry_job import USAGE_SUMS, lake_ddl, local_run, local_s3, summed
-from pipeline.backfill import BackfillError, Range
 from udfs.python_env import expose_site_packages
 
 _INDEX = {name: i for i, name in enumerate(routing.ROW_NAMES)}
@@ -86,19 +86,14 @@ def lake_hours(uri: str, chosen: list[str], span: Range) -> list[str]:
     return found
 
 
-def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: frozenset[str]) -> tuple[list[dict], int]:
+def usage_rows(args: argparse.Namespace, chosen: list[str], span: Range, late: frozenset[str]) -> tuple[list[dict], int]:
     """The range's usage_10s rows from the lake's events, one per window and key, and the rejected count."""
     local = local_run()
     if local:
-        local_s3(a.lake_uri)
-    conf = Configuration()
-    conf.set_string("python.execution-mode", "thread")
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("table.local-time-zone", "UTC")
-    if a.parallelism or local:
-        conf.set_string("parallelism.default", str(a.parallelism or 1))
-    if a.jars:
-        conf.set_string("pipeline.jars", a.jars)
+        local_s3(args.lake_uri)
+    conf = base_configuration(args.jars)
+    if args.parallelism or local:
+        conf.set_string("parallelism.default", str(args.parallelism or 1))
     t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_batch_mode().with_configuration(conf).build())
 
     # The wide row's columns usage needs, typed as routing.ROW_FIELDS types them, and the lane.
@@ -118,7 +113,7 @@ def usage_rows(a: argparse.Namespace, chosen: list[str], span: Range, late: froz
         yield (*(row[i] for i in picks), routing.LATE if event_id in late else routing.ON_TIME)
 
     t_env.create_temporary_function("route_lake", route_lake)
-    t_env.execute_sql(lake_ddl("lake", a.lake_uri))
+    t_env.execute_sql(lake_ddl("lake", args.lake_uri))
     on_time = f"lane = {routing.ON_TIME}"
     sums = ", ".join(f"{summed(m, on_time)} AS {m}" if m in routing.MONEY_METRICS else
                      f"SUM(IF({on_time}, {m}, {'0.0' if m in routing.FLOAT_METRICS else '0'})) AS {m}"
@@ -166,42 +161,42 @@ def _counts(multiset: Any) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
-        a = parse_args(sys.argv[1:] if argv is None else argv)
-        span = backfill.parse_range(a.start, a.end)
-        chosen = selected_topics(a.topics)
-        if a.topics != "all" and not a.dry_run:
-            raise BackfillError(f"--topics {a.topics!r}: usage rows sum the events of every topic, so rebuilding "
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        span = backfill.parse_range(args.start, args.end)
+        chosen = selected_topics(args.topics)
+        if args.topics != "all" and not args.dry_run:
+            raise BackfillError(f"--topics {args.topics!r}: usage rows sum the events of every topic, so rebuilding "
                                 "them from some topics would drop the others' share; use --topics all (or --dry-run)")
     except (BackfillError, cfg.SettingsError) as exc:
         print(f"backfill_job: {exc}", file=sys.stderr)
         return 2
     expose_site_packages()
     s = cfg.load()
-    client = clickhouse.connect(s, url=a.clickhouse_url)
+    client = clickhouse.connect(s, url=args.clickhouse_url)
     try:
-        hours = lake_hours(a.lake_uri, chosen, span)  # the first use of the S3 keys, which the Flink job needs too
+        hours = lake_hours(args.lake_uri, chosen, span)  # the first use of the S3 keys, which the Flink job needs too
     except cfg.SettingsError as exc:
         print(f"backfill_job: an s3:// lake needs S3 credentials: {exc}", file=sys.stderr)
         return 2
     print(f"backfill_job {__version__}: {span}, {len(chosen)} topics, {len(hours)} lake partitions under "
-          f"{a.lake_uri}", flush=True)
-    for state in backfill.describe(client, a.database, span):
-        print(f"  {a.database}.{state.table} partition {state.partition}: {state.rows} rows, "
-              f"{state.in_range} in range -> {'would be ' if a.dry_run else ''}replaced", flush=True)
-    if a.dry_run:
+          f"{args.lake_uri}", flush=True)
+    for state in backfill.describe(client, args.database, span):
+        print(f"  {args.database}.{state.table} partition {state.partition}: {state.rows} rows, "
+              f"{state.in_range} in range -> {'would be ' if args.dry_run else ''}replaced", flush=True)
+    if args.dry_run:
         for path in hours:
             print(f"  lake {path}")
         return 0
-    late = frozenset(backfill.late_event_ids(client, a.database, span))
+    late = frozenset(backfill.late_event_ids(client, args.database, span))
     print(f"backfill_job: {len(late)} late events stay out of usage, as in the streaming run; reading the lake "
           "with Flink (batch)", flush=True)
-    rows, rejected = usage_rows(a, chosen, span, late)
+    rows, rejected = usage_rows(args, chosen, span, late)
     if rejected:
         print(f"backfill_job: WARNING {rejected} lake events fail today's validation and are left out", flush=True)
-    tasks = backfill.task_deltas(client, a.database, span)
+    tasks = backfill.task_deltas(client, args.database, span)
     print(f"backfill_job: {len(rows)} event rows and {len(tasks)} ended task attempts in "
           f"{time.monotonic() - started:.1f} s", flush=True)
-    backfill.replace_usage(client, a.database, span, [*rows, *tasks])
+    backfill.replace_usage(client, args.database, span, [*rows, *tasks])
     print(f"backfill_job: done in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 

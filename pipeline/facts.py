@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 from pipeline.lifecycle import revision_of
-from pipeline.routing import DIMS, WINDOW_MS, ch_datetime, window_start
+from pipeline.chtime import datetime_text
+from pipeline.routing import DIMS, WINDOW_MS, window_start
 
 TIMESTAMPS = ("queued_at", "started_at", "finished_at")
 ENDED = frozenset({"finished", "failed"})
@@ -26,7 +27,7 @@ def task_fact_row(fact: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(fact)
     for name in TIMESTAMPS:
         if row.get(name) is not None:
-            row[name] = ch_datetime(row[name])
+            row[name] = datetime_text(row[name])
     return row
 
 

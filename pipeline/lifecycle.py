@@ -102,9 +102,6 @@ class TaskState:
     wkf_marks: dict[str, list[Any]] = field(default_factory=dict)  # its start / end, until they make attempt 1
     xumi_seen: bool = False  # a XUMI event of the task was applied: the Workflow view makes no attempt
     wkf_attempt: bool = False  # attempt 1 was made from the Workflow view
-    # The Flink adapter's (udfs/lifecycle.py) earliest event-time timer that has not fired yet; kept here so one
-    # state read per event serves both. The rules above never read it.
-    armed: int | None = None
 
     def to_bytes(self) -> bytes:
         # vars() rather than dataclasses.asdict, which deep-copies every nested dict and list first: json.dumps

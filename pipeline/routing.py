@@ -11,11 +11,11 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import schemas
 from pipeline import money, sketch
+from pipeline.chtime import datetime_text
 
 WINDOW_MS = 10_000
 DIMS = ("tenant_id", "department_id", "project_id", "user_id", "model", "model_version", "checkpoint_id",
@@ -80,7 +80,7 @@ def future_timestamp(ts_ms: int, record_ts_ms: int, now_ms: int, max_clock_skew_
     limit = now_ms + max_clock_skew_ms
     for what, value in (("ts", ts_ms), ("Kafka timestamp", record_ts_ms)):
         if value > limit:
-            return Rejected(schemas.JobReason.FUTURE_TIMESTAMP.value, f"{what} {ch_datetime(value)} is {value - now_ms} ms ahead of the job's "
+            return Rejected(schemas.JobReason.FUTURE_TIMESTAMP.value, f"{what} {datetime_text(value)} is {value - now_ms} ms ahead of the job's "
                                                 f"clock, more than the allowed skew of {max_clock_skew_ms} ms")
     return None
 
@@ -115,19 +115,6 @@ def lane(ts_ms: int, record_ts_ms: int, watermark_ms: int, allowed_lateness_ms: 
     if misses_its_slice(record_ts_ms, watermark_ms, slice_ms):
         return CORRECTION
     return ON_TIME
-
-
-# DateTime64's range in ClickHouse; a Kafka timestamp can be any 64-bit number, and the DLQ row must still load.
-_CH_MIN_MS = -2208988800000  # 1900-01-01
-_CH_MAX_MS = 10413791999999  # 2299-12-31 23:59:59.999
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def ch_datetime(ms: int) -> str:
-    """Epoch ms as ClickHouse reads a DateTime64(3) in JSONEachRow (a bare number would read as seconds),
-    clamped to DateTime64's range."""
-    moment = _EPOCH + timedelta(milliseconds=min(max(ms, _CH_MIN_MS), _CH_MAX_MS))
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def route(topic: str, raw: bytes | None) -> tuple[Any, ...] | Rejected:
@@ -264,7 +251,7 @@ def dlq_record(topic: str, partition: int, offset: int, kafka_ts_ms: int, raw: b
     if len(message) > DLQ_MESSAGE_CHARS:
         message = message[: DLQ_MESSAGE_CHARS - 1] + "…"
     return {
-        "ts": ch_datetime(kafka_ts_ms), "reason": rejected.reason, "message": message, "topic": topic,
+        "ts": datetime_text(kafka_ts_ms), "reason": rejected.reason, "message": message, "topic": topic,
         "kafka_partition": partition, "kafka_offset": offset, **dlq_payload(raw),
-        "job_version": job_version, "rejected_at": ch_datetime(now_ms),
+        "job_version": job_version, "rejected_at": datetime_text(now_ms),
     }

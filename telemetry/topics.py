@@ -82,3 +82,11 @@ def topic(name: str) -> Topic:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown topic {name!r}; known topics: {', '.join(BY_NAME)}") from None
+
+
+def clickhouse_topic(table: str) -> str:
+    """The topic whose records the loader inserts into this ClickHouse table."""
+    for name, target in LOADER_TOPICS.items():
+        if target == table:
+            return name
+    raise KeyError(f"no ClickHouse topic fills table {table!r}; the catalogue's: {', '.join(LOADER_TOPICS.values())}")

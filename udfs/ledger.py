@@ -14,14 +14,15 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from pipeline.facts import Ledger, bill, task_fact_row
-from udfs.lifecycle import to_fact
+from udfs.lifecycle import FACT_NAMES, to_fact
 
 DELTA_TAG = OutputTag("task-usage", Types.STRING())
+_TASK_ID, _ATTEMPT = FACT_NAMES.index("task_id"), FACT_NAMES.index("attempt")
 
 
 def fact_key(row: Row) -> str:
     """The key of an attempt: task_id and attempt number (a task_id holds no NUL: it is validated text)."""
-    return f"{row[0]}\0{row[1]}"
+    return f"{row[_TASK_ID]}\0{row[_ATTEMPT]}"
 
 
 def dumps(row: dict[str, Any]) -> str:

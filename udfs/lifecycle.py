@@ -63,7 +63,8 @@ class LifecycleJoin(KeyedProcessFunction):
         text, late = (value, False) if isinstance(value, str) else (value[1], bool(value[2]))
         timers = ctx.timer_service()
         try:
-            out = self._keep(step(self._load(), json.loads(text), timers.current_watermark(), self.cfg, late), timers)
+            state, armed = self._load(self.state.value())
+            out = self._keep(step(state, json.loads(text), timers.current_watermark(), self.cfg, late), armed, timers)
         except Exception as exc:  # noqa: BLE001 - the event goes to the DLQ; the stored state is untouched
             position = ("", 0, 0, 0) if isinstance(value, str) else tuple(value[3:7])
             yield JOIN_DLQ_TAG, self._dlq_row(*position, text.encode(), exc)
@@ -73,10 +74,10 @@ class LifecycleJoin(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
         raw = self.state.value()
         try:
-            state = TaskState.from_bytes(raw) if raw else None
-            if state is not None and state.armed is not None and state.armed <= timestamp:
-                state.armed = None  # timers fire in time order: the armed one has now
-            out = self._keep(expire(state, timestamp, ctx.get_current_key(), self.cfg), ctx.timer_service())
+            state, armed = self._load(raw)
+            if armed is not None and armed <= timestamp:
+                armed = None  # timers fire in time order: the armed one has now
+            out = self._keep(expire(state, timestamp, ctx.get_current_key(), self.cfg), armed, ctx.timer_service())
         except Exception as exc:  # noqa: BLE001 - keeping a state that fails would fail at every timer
             # Nothing is dropped silently: the task's state goes to the DLQ whole, for a fix and a replay.
             self.state.clear()
@@ -93,11 +94,16 @@ class LifecycleJoin(KeyedProcessFunction):
                                     self.cfg.job_version, now_ms)
         return Row(topic, routing.window_start(min(kafka_ts_ms, now_ms)), json.dumps(record, separators=(",", ":")))
 
-    def _load(self) -> TaskState | None:
-        raw = self.state.value()
-        return TaskState.from_bytes(raw) if raw else None
+    @staticmethod
+    def _load(raw: str | None) -> tuple[TaskState | None, int | None]:
+        """The task's state and the event-time timer this operator has armed for it and that has not fired yet,
+        stored as one text (the timer, a newline, the state's JSON) so one state read per event serves both."""
+        if not raw:
+            return None, None
+        armed, _, state = raw.partition("\n")
+        return TaskState.from_bytes(state), int(armed) if armed else None
 
-    def _keep(self, result: Result, timers: Any) -> list[Row]:
+    def _keep(self, result: Result, armed: int | None, timers: Any) -> list[Row]:
         """Store the new state and arm its timer; the rows come first, so a failure leaves state and timers as
         they were."""
         state, facts, timer = result
@@ -108,8 +114,8 @@ class LifecycleJoin(KeyedProcessFunction):
             # One timer armed at a time: a later deadline waits for it, and expire() re-arms the next one when it
             # fires. Each open attempt's deadline moves with its every event; registering each one cost a timer
             # write per event, and as many firings later.
-            if timer is not None and (state.armed is None or timer < state.armed):
-                state.armed = min(timer, JAVA_LONG_MAX)
-                timers.register_event_time_timer(state.armed)
-            self.state.update(state.to_bytes().decode())
+            if timer is not None and (armed is None or timer < armed):
+                armed = min(timer, JAVA_LONG_MAX)
+                timers.register_event_time_timer(armed)
+            self.state.update(f"{'' if armed is None else armed}\n{state.to_bytes().decode()}")
         return rows

@@ -30,6 +30,13 @@ TASK_ROW_TYPE = Types.ROW_NAMED(["task_id", "event_json", "late", "topic", "part
                                 [Types.STRING(), Types.STRING(), Types.BOOLEAN(), Types.STRING(), Types.INT(),
                                  Types.LONG(), Types.LONG()])
 TASK_TAG = OutputTag("tasks", TASK_ROW_TYPE)
+
+
+def task_key(row: Row) -> str:
+    """The lifecycle join's key of a TASK_ROW_TYPE row."""
+    return row[0]
+# Positions in the wide row, looked up once: a name lookup per record would cost more than the read.
+_TS = routing.ROW_NAMES.index("ts_ms")
 _TASK_ID = routing.ROW_NAMES.index("task_id")
 _JSON = routing.ROW_NAMES.index("event_json")
 
@@ -76,9 +83,9 @@ class Route(ProcessFunction):
         try:
             result = routing.route(topic, payload)
             if not isinstance(result, routing.Rejected):
-                result = routing.future_timestamp(result[3], record_ts, now_ms, self.max_clock_skew_ms) or result
+                result = routing.future_timestamp(result[_TS], record_ts, now_ms, self.max_clock_skew_ms) or result
             if not isinstance(result, routing.Rejected):
-                lane = routing.lane(result[3], record_ts, watermark, self.allowed_lateness_ms, self.slice_ms)
+                lane = routing.lane(result[_TS], record_ts, watermark, self.allowed_lateness_ms, self.slice_ms)
                 row = Row(*result) if lane == routing.ON_TIME else Row(*result[:-1], lane)
                 task = (Row(result[_TASK_ID], result[_JSON], lane == routing.LATE, topic, partition, offset, record_ts)
                         if result[_TASK_ID] is not None and topic in routing.TASK_TOPICS else None)

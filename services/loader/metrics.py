@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from telemetry.promtext import Histogram, Metric
+from telemetry.promtext import Histogram, Labels, Metric
 
 
 class LoaderMetrics:

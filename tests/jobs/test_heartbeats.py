@@ -18,11 +18,12 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from schemas.examples import example
 from telemetry.topics import DLQ_TOPIC, LLM_TOPIC
 from tests.support.job_runs import JOB_TIMEOUT_S, live_job
+from telemetry import topics
 
 pytestmark = pytest.mark.stack
 REQUESTS = 40
-USAGE_TOPIC = "telemetry.ch.usage.v1"
-INGEST_TOPIC = "telemetry.ch.ingest.v1"
+USAGE_TOPIC = topics.clickhouse_topic("usage_10s")
+INGEST_TOPIC = topics.clickhouse_topic("ingest_stats_10s")
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

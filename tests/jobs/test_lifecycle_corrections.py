@@ -28,13 +28,14 @@ from schemas import WkfTaskEvent, XumiTaskEvent
 from tests.support.job_runs import JOB_TIMEOUT_S, decoded, live_job, loaded_clickhouse
 from tests.jobs.test_heartbeats import Reader, end_offsets
 from tests.jobs.test_recovery import committed, group_of
+from telemetry import topics
 
 pytestmark = pytest.mark.stack
 ALLOWED_LATENESS_MS = 15_000
 ORPHAN_TIMEOUT_MS = 6_000
 TENANT = f"tenant-lifecycle-{uuid.uuid4().hex[:6]}"
-TASKS_TOPIC = "telemetry.ch.tasks.v1"
-USAGE_TOPIC = "telemetry.ch.usage.v1"
+TASKS_TOPIC = topics.clickhouse_topic("task_facts")
+USAGE_TOPIC = topics.clickhouse_topic("usage_10s")
 
 
 def envelope(task: str, ts: int) -> dict[str, Any]:

@@ -10,15 +10,17 @@ import sys
 
 import pytest
 
-from jobs.telemetry_job import deployment_name, kafka_sink_ddl, parse_args
+from jobs.tables import kafka_sink_ddl
+from jobs.telemetry_job import deployment_name, parse_args
 from telemetry.settings import REPO_ROOT
+from telemetry import topics
 
 
 def prefixes(*argv: str, env: dict[str, str] | None = None, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
     a = parse_args(list(argv))
-    ddl = kafka_sink_ddl("usage_sink", "telemetry.ch.usage.v1", "k:9092", "record STRING", deployment_name(a), "raw")
+    ddl = kafka_sink_ddl("usage_sink", topics.clickhouse_topic("usage_10s"), "k:9092", "record STRING", deployment_name(a), "raw")
     return re.search(r"'sink.transactional-id-prefix' = '([^']+)'", ddl).group(1)
 
 

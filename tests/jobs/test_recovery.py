@@ -30,6 +30,7 @@ from tests.support.fixtures_prometheus import free_port
 from tests.support.job_runs import (JOB_TIMEOUT_S, decoded, drain, epoch_ms, job_command, loaded_clickhouse,
                                     reset_topics, run_job, simulate, usage_rows)
 from tests.support.truth_compare import GROUP_TOPICS, ended_attempts, expected, ingest_totals, summed
+from telemetry import topics
 
 pytestmark = pytest.mark.stack
 ORPHAN_TIMEOUT_MS = 60_000  # shorter than the default 30 min, so a tail of traffic soon passes every deadline
@@ -139,7 +140,7 @@ def tail_start(truth: dict[str, Any]) -> int:
 
 def run_facts(bootstrap: str, truth: dict[str, Any]) -> list[dict[str, Any]]:
     """The committed task facts of the run, each attempt's newest revision (the tail's come after it)."""
-    facts = latest(json.loads(v) for v in drain(bootstrap, "telemetry.ch.tasks.v1"))
+    facts = latest(json.loads(v) for v in drain(bootstrap, topics.clickhouse_topic("task_facts")))
     return [f for f in facts if epoch_ms(f["finished_at"]) < tail_start(truth)]
 
 
@@ -218,7 +219,7 @@ def prometheus_down(kafka_url: str, stack_env: dict[str, str], tmp_path_factory)
 
 
 def test_prometheus_down_still_writes_every_fact_as_unavailable(prometheus_down):
-    facts = latest(json.loads(v) for v in drain(prometheus_down["bootstrap"], "telemetry.ch.tasks.v1"))
+    facts = latest(json.loads(v) for v in drain(prometheus_down["bootstrap"], topics.clickhouse_topic("task_facts")))
     tasks = prometheus_down["truth"]["tasks"]
     statuses = Counter(f["status"] for f in facts)
     assert (statuses["finished"], statuses["failed"], statuses["orphaned"]) == (
@@ -229,7 +230,7 @@ def test_prometheus_down_still_writes_every_fact_as_unavailable(prometheus_down)
 @pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])
 def test_prometheus_down_loses_no_usage(prometheus_down, group):
     deltas = []
-    for value in drain(prometheus_down["bootstrap"], "telemetry.ch.usage.v1"):
+    for value in drain(prometheus_down["bootstrap"], topics.clickhouse_topic("usage_10s")):
         row = decoded(value)
         row["window_start_ms"] = row.pop("window_start") * 1000
         deltas.append(row)

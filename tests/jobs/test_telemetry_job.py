@@ -23,6 +23,7 @@ from tests.support.fixtures_prometheus import assert_close, expected
 from tests.support.job_runs import decoded, epoch_ms, usage_rows
 from tests.support.truth_compare import GROUP_TOPICS, ended_attempts, ingest_totals, metric, summed
 from tests.support.truth_compare import expected as expected_rows
+from telemetry import topics
 
 pytestmark = pytest.mark.stack
 # job_run (the session's one job run) and clickhouse_loaded (its rows in ClickHouse) come from tests/support/fixtures_job.py.
@@ -45,7 +46,7 @@ def test_lake_on_s3_holds_each_valid_event_once_per_topic(job_run):
 @pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])
 def test_usage_deltas_sum_to_the_truth(job_run, group):
     deltas = []
-    for value in job_run["outputs"]["telemetry.ch.usage.v1"]:
+    for value in job_run["outputs"][topics.clickhouse_topic("usage_10s")]:
         row = decoded(value)
         row["window_start_ms"] = row.pop("window_start") * 1000
         deltas.append(row)
@@ -54,7 +55,7 @@ def test_usage_deltas_sum_to_the_truth(job_run, group):
 
 
 def test_one_task_fact_per_ended_attempt(job_run):
-    revisions = [json.loads(v) for v in job_run["outputs"]["telemetry.ch.tasks.v1"]]
+    revisions = [json.loads(v) for v in job_run["outputs"][topics.clickhouse_topic("task_facts")]]
     facts = latest(revisions)
     tasks = job_run["truth"]["tasks"]
     statuses = Counter(f["status"] for f in facts)
@@ -71,7 +72,7 @@ def test_one_task_fact_per_ended_attempt(job_run):
 
 
 def test_task_facts_carry_the_nodes_series_within_one_percent(job_run):
-    facts = latest(json.loads(v) for v in job_run["outputs"]["telemetry.ch.tasks.v1"])
+    facts = latest(json.loads(v) for v in job_run["outputs"][topics.clickhouse_topic("task_facts")])
     timed = [f for f in facts if f["started_at"] and f["finished_at"]]
     assert timed
     assert {f["enrichment_status"] for f in timed} == {"ok"}
@@ -83,7 +84,7 @@ def test_task_facts_carry_the_nodes_series_within_one_percent(job_run):
 
 def test_ingest_counters_account_for_every_consumed_record(job_run):
     totals: dict[str, Counter] = {}
-    for value in job_run["outputs"]["telemetry.ch.ingest.v1"]:
+    for value in job_run["outputs"][topics.clickhouse_topic("ingest_stats_10s")]:
         row = decoded(value)
         totals.setdefault(row.pop("topic"), Counter()).update({k: v for k, v in row.items() if k != "window_start"})
     for topic, truth in job_run["truth"]["topics"].items():
@@ -117,9 +118,9 @@ def test_user_usage_updates_end_at_the_truth_per_user(job_run):
 
 
 def test_audit_rows_are_the_audit_topics_valid_events(job_run):
-    rows = [decoded(v) for v in job_run["outputs"]["telemetry.ch.audit.v1"]]
-    topics = job_run["truth"]["topics"]
-    assert Counter(r["topic"] for r in rows) == Counter({t: topics[t]["valid"] for t in routing.AUDIT_TOPICS})
+    rows = [decoded(v) for v in job_run["outputs"][topics.clickhouse_topic("audit_log")]]
+    truth = job_run["truth"]["topics"]
+    assert Counter(r["topic"] for r in rows) == Counter({t: truth[t]["valid"] for t in routing.AUDIT_TOPICS})
 
 
 @pytest.mark.parametrize("group", [*sorted(GROUP_TOPICS), "tasks"])

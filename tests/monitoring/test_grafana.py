@@ -27,6 +27,7 @@ from dev.stack.prometheus import SCRAPE_INTERVAL
 from tests.conftest import DevClickHouse
 from tests.support.fixtures_job import SEED, SIM_START, simulated_nodes
 from tests.support.fixtures_prometheus import HISTORY, PrometheusHistory, serve_history
+from telemetry import topics
 
 GRAFANA = REPO_ROOT / "monitoring" / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -253,7 +254,7 @@ def test_loader_series_the_panels_read_are_ones_the_loader_exports():
     for family in (metrics.rows, metrics.batches, metrics.replayed, metrics.rejected, metrics.errors):
         family.inc("usage_10s")
     metrics.latency.observe("usage_10s", value=0.1)
-    metrics.lag.set("telemetry.ch.usage.v1", "0", value=1)
+    metrics.lag.set(topics.clickhouse_topic("usage_10s"), "0", value=1)
     exported = {line.split("{")[0].split(" ")[0] for line in metrics.render().splitlines() if not line.startswith("#")}
     used = {name for t in TARGETS for name in re.findall(r"telemetry_loader_\w+", t.text)}
     assert used and used <= exported, used - exported
@@ -325,7 +326,7 @@ LOADER_SERIES = (
     Series("telemetry_loader_insert_errors", "counter", TABLES, 0.01),
     Series("telemetry_loader_rows_rejected", "counter", TABLES, 0.02),
     Series("telemetry_loader_insert_seconds", "histogram", TABLES, 5.0),
-    Series("telemetry_loader_lag_records", "gauge", tuple({"topic": "telemetry.ch.usage.v1", "partition": str(p)}
+    Series("telemetry_loader_lag_records", "gauge", tuple({"topic": topics.clickhouse_topic("usage_10s"), "partition": str(p)}
                                                            for p in range(3)), 0.0),
 )
 # name prefix -> the job and instance labels the stack's scrape configuration would add (first match wins)

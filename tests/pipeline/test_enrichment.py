@@ -5,14 +5,14 @@ cannot be made to produce on demand."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from pipeline.enrichment import (DEFAULT_TEMPLATES, OK, PARTIAL, SKIPPED, UNAVAILABLE, EnrichmentConfig,
                                   EnrichmentConfigError, PrometheusEnricher, load_config)
-from pipeline.enrichment.queries import buckets, render, window_grid
+from pipeline.enrichment.queries import buckets, render
 from pipeline.enrichment.stats import columns, window_stats
 from pipeline.lifecycle import fact_version
 from tests.support.fixtures_prometheus import (BASE_S, NODES, MIB, Node, PrometheusHistory, assert_close, expected,  # noqa: F401

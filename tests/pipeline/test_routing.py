@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dev.simulator import truth as ground_truth
 from dev.simulator.producer import read_jsonl
-from pipeline import money, routing
+from pipeline import chtime, money, routing
 from telemetry.settings import REPO_ROOT
 from tests.support.truth_compare import GROUP_TOPICS, expected, summed
 
@@ -116,8 +116,8 @@ def test_the_oversize_record_that_stopped_the_job_fits_its_dlq_topic():
     (0, "1970-01-01 00:00:00.000"), (1_795_564_801_234, "2026-11-25 00:00:01.234"),
     (2**63 - 1, "2299-12-31 23:59:59.999"), (-(2**63), "1900-01-01 00:00:00.000"),
 ])
-def test_ch_datetime_stays_within_datetime64(ms, text):
-    assert routing.ch_datetime(ms) == text
+def test_datetime_text_stays_within_datetime64(ms, text):
+    assert chtime.datetime_text(ms) == text
 
 
 NOW_MS = 1_795_564_800_000

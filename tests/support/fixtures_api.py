@@ -7,7 +7,6 @@ events, and `python -m services.api` on a free port. Registered by tests/conftes
 from __future__ import annotations
 
 import json
-import os
 import re
 import selectors
 import subprocess
@@ -16,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator

@@ -85,7 +85,7 @@ def test_tampered_migration_is_refused(client: Client, database: str, tmp_path: 
     with pytest.raises(MigrationError, match=rf"{victim.name} was applied with sha256 .* must not be edited"):
         migrate(client, database, 12, directory=migrations, say=lambda _: None)
     # a new file is not applied past the refusal either
-    (migrations / "0999_extra.sql").write_text(f"CREATE TABLE {{{{database}}}}.extra (x UInt8) ENGINE = Memory;")
+    (migrations / "0999_extra.sql").write_text("CREATE TABLE {{database}}.extra (x UInt8) ENGINE = Memory;")
     with pytest.raises(MigrationError):
         migrate(client, database, 12, directory=migrations, say=lambda _: None)
     assert client.command(f"EXISTS TABLE {database}.extra") == 0

@@ -3,6 +3,7 @@
 import pytest
 
 from telemetry import topics
+from telemetry.settings import REPO_ROOT
 
 SEED_TOPICS = {"xumi_load", "xumi_task", "pbac_access", "pbac_politics", "pbac_service", "asset_access",
                "asset_transfer", "wkf_cpu", "wkf_gpu", "kuber_cpu", "kuber_gpu"}
@@ -25,3 +26,16 @@ def test_source_topics_name_a_family_and_others_do_not():
 def test_unknown_topic_error_lists_known_ones():
     with pytest.raises(KeyError, match="xumi_load"):
         topics.topic("nope")
+
+
+def test_code_names_clickhouse_topics_only_through_the_catalogue():
+    """The catalogue is the one place a ClickHouse topic's name is written: code and tests ask it by table."""
+    names = [t.name for t in topics.CATALOGUE if t.role is topics.Role.CLICKHOUSE]
+    spelled = []
+    for folder in ("jobs", "udfs", "pipeline", "services", "dev", "telemetry", "tests", "benchmarks"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            if path == REPO_ROOT / "telemetry" / "topics.py":
+                continue
+            text = path.read_text()
+            spelled += [f"{path.relative_to(REPO_ROOT)}: {n}" for n in names if n in text]
+    assert names and not spelled

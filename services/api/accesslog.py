@@ -3,16 +3,17 @@ time), hash-chained in PostgreSQL, and the check that finds the first record cha
 
 A record is canonical JSON (sorted keys, no spaces, ASCII only, so its bytes never depend on the platform);
 hash = sha256(prev_hash + "\\n" + record) in hex, with 64 zeros before the first record. PostgreSQL's
-append_access_log() computes the same (sql/postgres/migrations/0001_serving.sql) under one lock, so concurrent
-requests chain in order.
+append_access_logs() computes the same (sql/postgres/migrations/0003_access_log_batches.sql) under one lock, so
+concurrent requests chain in order; GroupCommit hands it the records of concurrent requests together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence
 
 GENESIS = "0" * 64
 MAX_VALUE_CHARS = 1024  # a parameter longer than this is kept cut, marked with its full length
@@ -41,6 +42,64 @@ def parameters(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in items:
         out.setdefault(bounded(name), []).append(bounded(value))
     return out
+
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+class GroupCommit:
+    """Appends records in batches: the records that arrive while a batch is being committed go together in the
+    next one, one statement and one transaction (one WAL flush) for all of them, chained in arrival order.
+
+    append() returns the record's seq once its batch is committed, or raises what failed the batch: a request
+    never learns its record was written before PostgreSQL said so, and a failed batch fails every request in it.
+    A request alone waits one round trip, as before; under load the commits are shared instead of queued."""
+
+    SQL = "SELECT seq FROM append_access_logs(%s::text[])"
+
+    def __init__(self, fetch: Fetch, max_batch: int = 200) -> None:
+        self.fetch = fetch
+        self.max_batch = max_batch
+        self.pending: list[tuple[str, asyncio.Future[int]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+        self.batches = self.records = 0
+
+    async def append(self, record: str) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append((record, future))
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
+                try:
+                    rows = await self.fetch(self.SQL, ([record for record, _ in batch],))
+                    if len(rows) != len(batch):
+                        raise RuntimeError(f"append_access_logs returned {len(rows)} rows for {len(batch)} records")
+                except Exception as exc:  # noqa: BLE001 - each waiting request gets the failure as its own
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (shut-down): nobody in this batch may think it was logged
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                self.batches += 1
+                self.records += len(batch)
+                for (_, future), (seq,) in zip(batch, rows):
+                    if not future.done():
+                        future.set_result(seq)
+        except BaseException:
+            for _, future in self.pending:
+                future.cancel()
+            self.pending = []
+            raise
+        finally:
+            self.flusher = None
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ def quantiles(hist: Mapping[int, int], qs: Sequence[float]) -> list[float | None
     for q in qs:
         if not 0 <= q <= 1:
             raise ValueError(f"quantile q={q} must be within [0, 1]")
-    indexes = sorted(index for index, count in hist.items() if count)
-    cumulative = list(accumulate([hist[index] for index in indexes]))
+    indexes = sorted(hist)
+    cumulative = list(accumulate(map(hist.__getitem__, indexes)))  # a bucket of count 0 never comes first below
     if not cumulative or cumulative[-1] <= 0:
         return [None for _ in qs]
     total = cumulative[-1]

@@ -9,11 +9,12 @@ concurrent requests chain in order; GroupCommit hands it the records of concurre
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence
+
+from services.api.batching import Batcher
 
 GENESIS = "0" * 64
 MAX_VALUE_CHARS = 1024  # a parameter longer than this is kept cut, marked with its full length
@@ -48,58 +49,32 @@ Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class GroupCommit:
-    """Appends records in batches: the records that arrive while a batch is being committed go together in the
-    next one, one statement and one transaction (one WAL flush) for all of them, chained in arrival order.
+    """Appends records in batches (services/api/batching.py): the records that arrive while a batch is being
+    committed go together in the next one, one statement and one transaction (one WAL flush) for all of them,
+    chained in arrival order.
 
     append() returns the record's seq once its batch is committed, or raises what failed the batch: a request
-    never learns its record was written before PostgreSQL said so, and a failed batch fails every request in it.
-    A request alone waits one round trip, as before; under load the commits are shared instead of queued."""
+    never learns its record was written before PostgreSQL said so, and a failed batch fails every request in it."""
 
-    SQL = "SELECT seq FROM append_access_logs(%s::text[])"
+    SQL = "SELECT seq FROM append_access_logs(%b)"  # binary: a text[] of records sent as they are, no escaping
 
     def __init__(self, fetch: Fetch, max_batch: int = 200) -> None:
         self.fetch = fetch
-        self.max_batch = max_batch
-        self.pending: list[tuple[str, asyncio.Future[int]]] = []
-        self.flusher: asyncio.Task[None] | None = None
-        self.batches = self.records = 0
+        self.batcher: Batcher[str, int] = Batcher(self._append, max_batch)
 
     async def append(self, record: str) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.pending.append((record, future))
-        if self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush())
-        return await future
+        return await self.batcher(record)
 
-    async def _flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
-                try:
-                    rows = await self.fetch(self.SQL, ([record for record, _ in batch],))
-                    if len(rows) != len(batch):
-                        raise RuntimeError(f"append_access_logs returned {len(rows)} rows for {len(batch)} records")
-                except Exception as exc:  # noqa: BLE001 - each waiting request gets the failure as its own
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                except BaseException:  # cancelled (shut-down): nobody in this batch may think it was logged
-                    for _, future in batch:
-                        future.cancel()
-                    raise
-                self.batches += 1
-                self.records += len(batch)
-                for (_, future), (seq,) in zip(batch, rows):
-                    if not future.done():
-                        future.set_result(seq)
-        except BaseException:
-            for _, future in self.pending:
-                future.cancel()
-            self.pending = []
-            raise
-        finally:
-            self.flusher = None
+    async def _append(self, records: list[str]) -> list[int]:
+        return [seq for (seq,) in await self.fetch(self.SQL, (records,))]
+
+    @property
+    def batches(self) -> int:
+        return self.batcher.batches
+
+    @property
+    def records(self) -> int:
+        return self.batcher.calls
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api import accesslog
-from services.api.auth import Caller, JwtVerifier, authenticate
+from services.api.auth import Caller, JwtVerifier, Tokens, authenticate
 from services.api.params import iso, scoped_tenants
 from services.api.permissions import Metric
 from services.api.privacy import Privacy
@@ -76,6 +76,7 @@ class ApiState:
     audit: bool = True
     pg: Postgres = field(init=False)
     log: accesslog.GroupCommit = field(init=False)
+    tokens: Tokens = field(init=False)
     ch: ClickHouseReader = field(init=False)
     verifier: JwtVerifier | None = field(init=False)
     key: bytes = field(init=False)
@@ -86,6 +87,7 @@ class ApiState:
         s = self.settings
         self.pg = Postgres(s)
         self.log = accesslog.GroupCommit(self.pg.fetch)
+        self.tokens = Tokens(self.pg)
         self.ch = ClickHouseReader(s)
         self.verifier = (JwtVerifier(s.api_oidc_issuer, s.api_oidc_audience or "", s.api_oidc_jwks_url or "")
                          if s.api_oidc_issuer else None)
@@ -124,7 +126,7 @@ class Gate:
         scope.setdefault("state", {})["audit"] = audit
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"), None)
         try:
-            audit.caller = await authenticate(authorization, self.state.pg, self.state.verifier)
+            audit.caller = await authenticate(authorization, self.state.pg, self.state.verifier, self.state.tokens)
             audit.principal = audit.caller.principal
             scope["state"]["caller"] = audit.caller
         except Problem as problem:

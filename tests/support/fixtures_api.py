@@ -200,7 +200,7 @@ def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
         try:
             requests.get(f"{url}/health", timeout=2)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
             time.sleep(0.1)
     return ApiProcess(proc, url, log)
 

@@ -164,10 +164,11 @@ class Gate:
                       headers: list[tuple[bytes, bytes]], body: bytes, started: float, at: datetime) -> None:
         endpoint = endpoint_of(scope)
         if self.state.audit:
-            record = accesslog.canonical(self._record(scope, audit, status, started, at, endpoint))
+            request_id = str(uuid.uuid4())
+            record = accesslog.canonical(self._record(scope, audit, status, started, at, endpoint, request_id))
             try:
-                seq = await self.state.log.append(record)
-                headers = [*headers, (b"x-access-log-seq", str(seq).encode())]
+                await self.state.log.append(record)
+                headers = [*headers, (b"x-request-id", request_id.encode())]  # names its committed record
             except Exception as exc:  # noqa: BLE001 - whatever failed, the answer must not leave unlogged
                 self.state.metrics.audit_failures.inc()
                 if isinstance(exc, Problem) and exc.code == "postgresql-unavailable":
@@ -186,13 +187,13 @@ class Gate:
         await send({"type": "http.response.body", "body": body})
 
     def _record(self, scope: dict[str, Any], audit: RequestAudit, status: int, started: float, at: datetime,
-                endpoint: str) -> dict[str, Any]:
+                endpoint: str, request_id: str) -> dict[str, Any]:
         caller = audit.caller
         query = scope.get("query_string", b"").decode("latin-1")
         return {
             "v": 1,
             "at": iso(at),
-            "request_id": str(uuid.uuid4()),
+            "request_id": request_id,
             "principal": accesslog.bounded(audit.principal),
             "auth": caller.auth if caller else "",
             "token_id": caller.token_id if caller else "",

@@ -102,7 +102,7 @@ def test_an_access_log_that_cannot_be_written_withholds_the_answer(own_postgres:
             for response in refused:
                 assert response.status_code == 503 and response.json()["code"] == "audit-unavailable", response.text
                 assert "withheld" in response.json()["detail"] and "data" not in response.json()
-                assert "x-access-log-seq" not in response.headers
+                assert "x-request-id" not in response.headers
             assert conn.execute("SELECT count(*) FROM access_log").fetchone()[0] == 0
             conn.execute(f'GRANT EXECUTE ON FUNCTION append_access_logs(text[]) TO "{config.postgres_api_user}"')
         ok = requests.get(process.url + "/v1/usage", headers=headers, timeout=30)

@@ -1,6 +1,7 @@
 """The access log's group commit on the real PostgreSQL server: concurrent requests' records go in one transaction,
 chained in arrival order; a request learns its seq only once its batch is committed; a failed batch fails every
-request in it and writes nothing; and through the API, every answer sent names a committed record of its own."""
+request in it and writes nothing; and through the API, every answer sent names (X-Request-Id) a committed record of
+its own."""
 
 from __future__ import annotations
 
@@ -117,8 +118,8 @@ def test_the_database_refuses_a_batch_holding_a_null_record(log_db: Settings) ->
 
 
 def test_every_answer_of_concurrent_requests_names_its_own_committed_record(api: Api) -> None:
-    """40 requests at once, each with its own `limit`: each 200 carries X-Access-Log-Seq, and that record, already
-    in the table when the answer arrived, is that request's (endpoint, parameters, status, rows)."""
+    """40 requests at once, each with its own `limit`: each 200 carries X-Request-Id, and the record of that id,
+    already in the table when the answer arrived, is that request's (endpoint, parameters, status, rows)."""
     token = api.tokens[("admin", 0)]
 
     def call(limit: int) -> requests.Response:
@@ -127,12 +128,13 @@ def test_every_answer_of_concurrent_requests_names_its_own_committed_record(api:
     with ThreadPoolExecutor(40) as pool:
         answers = list(pool.map(call, range(1, 41)))
     assert [a.status_code for a in answers] == [200] * 40, [a.text for a in answers if a.status_code != 200][:2]
-    seqs = [int(a.headers["x-access-log-seq"]) for a in answers]
-    assert len(set(seqs)) == 40
+    ids = [a.headers["x-request-id"] for a in answers]
+    assert len(set(ids)) == 40
     with api.pg() as conn:
-        stored = dict(conn.execute("SELECT seq, record FROM access_log WHERE seq = ANY(%s)", (seqs,)).fetchall())
-    for limit, (seq, answer) in enumerate(zip(seqs, answers), 1):
-        logged = json.loads(stored[seq])
+        stored = {json.loads(r)["request_id"]: json.loads(r) for (r,) in conn.execute(
+            "SELECT record FROM access_log WHERE record::jsonb ->> 'request_id' = ANY(%s)", (ids,)).fetchall()}
+    for limit, (request_id, answer) in enumerate(zip(ids, answers), 1):
+        logged = stored[request_id]
         assert (logged["endpoint"], logged["params"]["limit"], logged["status"]) == ("/v1/access", [str(limit)], 200)
         assert logged["rows"] == answer.json()["page"]["returned"]
     metrics = requests.get(api.url + "/metrics", timeout=30).text

@@ -5,8 +5,8 @@ so each endpoint's ClickHouse query is measured alone.
 Needs the local stack's ClickHouse and PostgreSQL (`make stack-up`). Writes demo-like facts for --tenants x --users
 over --hours (dev/serving_data.py) into a ClickHouse database and a PostgreSQL database of its own (bench_api),
 issues a token per role, then per mode starts `python -m services.api` and lets the clients loop over the endpoints
-for --duration seconds after --warmup; --repeat alternates the modes (on, off, on, off, ...) so both see the same
-machine. The clients run in this process on the same machine: one keep-alive connection each, requests written as
+for --duration seconds after --warmup; --repeat runs more pairs, in the same minutes so both modes see the same
+machine, in alternating order (on then off, off then on, ...). The clients run in this process on the same machine: one keep-alive connection each, requests written as
 prepared bytes and answers read by Content-Length (a full HTTP client cost more CPU than the API's own work per
 request, on the same two cores). Beside latency, each mode prints the CPU the API process and the clients spent
 per request, and the load average: on a busy machine throughput follows the CPU share the API gets, CPU per
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the API (default 1)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run the pair of modes this many times, alternating on and off (default 1)")
+                        help="run the pair of modes this many times, their order alternating (default 1)")
     parser.add_argument("--tenants", type=int, default=4, help="tenants of the facts (default 4)")
     parser.add_argument("--users", type=int, default=50, help="users per tenant (default 50)")
     parser.add_argument("--hours", type=int, default=48, help="hours of facts up to now (default 48)")
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=30)
     rates: dict[str, list[float]] = {"on": [], "off": []}
     for run in range(1, args.repeat + 1):
-        for mode in ("on", "off"):
+        for mode in ("on", "off") if run % 2 else ("off", "on"):  # either may gain from going first or second
             proc, base = start_api(env, mode, args.workers, log_dir / f"api-{mode}.log")
             try:
                 results = asyncio.run(load(base, issued, extra, args.clients, args.warmup, args.duration, proc))

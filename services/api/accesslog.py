@@ -3,8 +3,8 @@ time), hash-chained in PostgreSQL, and the check that finds the first record cha
 
 A record is canonical JSON (sorted keys, no spaces, ASCII only, so its bytes never depend on the platform);
 hash = sha256(prev_hash + "\\n" + record) in hex, with 64 zeros before the first record. PostgreSQL's
-append_access_log() computes the same (sql/postgres/migrations/0001_serving.sql) under one lock, so concurrent
-requests chain in order.
+append_access_logs() computes the same (sql/postgres/migrations/0003_access_log_batches.sql) under one lock, so
+concurrent requests chain in order; GroupCommit hands it the records of concurrent requests together.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence
+
+from services.api.batching import Batcher
 
 GENESIS = "0" * 64
 MAX_VALUE_CHARS = 1024  # a parameter longer than this is kept cut, marked with its full length
@@ -41,6 +43,38 @@ def parameters(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in items:
         out.setdefault(bounded(name), []).append(bounded(value))
     return out
+
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+class GroupCommit:
+    """Appends records in batches (services/api/batching.py): the records that arrive while a batch is being
+    committed go together in the next one, one statement and one transaction (one WAL flush) for all of them,
+    chained in arrival order.
+
+    append() returns the record's seq once its batch is committed, or raises what failed the batch: a request
+    never learns its record was written before PostgreSQL said so, and a failed batch fails every request in it."""
+
+    SQL = "SELECT seq FROM append_access_logs(%b)"  # binary: a text[] of records sent as they are, no escaping
+
+    def __init__(self, fetch: Fetch, max_batch: int = 200) -> None:
+        self.fetch = fetch
+        self.batcher: Batcher[str, int] = Batcher(self._append, max_batch)
+
+    async def append(self, record: str) -> int:
+        return await self.batcher(record)
+
+    async def _append(self, records: list[str]) -> list[int]:
+        return [seq for (seq,) in await self.fetch(self.SQL, (records,))]
+
+    @property
+    def batches(self) -> int:
+        return self.batcher.batches
+
+    @property
+    def records(self) -> int:
+        return self.batcher.calls
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import jwt
 import requests
 
 from services.api import permissions
+from services.api.batching import Batcher
 from services.api.permissions import RolePolicy
 from services.api.problems import Problem, forbidden, unauthenticated
 from services.api.stores import Postgres
@@ -105,18 +106,35 @@ class JwtVerifier:
         return subject
 
 
-_TOKEN_SQL = """
-    SELECT t.principal, t.secret_sha256, t.expires_at, t.revoked_at, g.role, g.tenants,
+_TOKENS_SQL = """
+    SELECT t.token_id, t.principal, t.secret_sha256, t.expires_at, t.revoked_at, g.role, g.tenants,
            ARRAY(SELECT e.tenant_id || chr(31) || e.user_id FROM erasures AS e WHERE e.tenant_id = ANY(g.tenants))
     FROM api_tokens AS t LEFT JOIN grants AS g ON g.principal = t.principal
-    WHERE t.token_id = %s"""
+    WHERE t.token_id = ANY(%b)"""
 _GRANT_SQL = """
     SELECT g.principal, g.role, g.tenants,
            ARRAY(SELECT e.tenant_id || chr(31) || e.user_id FROM erasures AS e WHERE e.tenant_id = ANY(g.tenants))
     FROM grants AS g WHERE g.principal = %s"""
 
 
-async def authenticate(authorization: str | None, pg: Postgres, verifier: JwtVerifier | None) -> Caller:
+class Tokens:
+    """API tokens' rows (token, grant, erasures), looked up in batches: the requests that arrive while one lookup is
+    on its way share the next (services/api/batching.py). Each request's lookup is sent after the request arrived,
+    never answered from a cache, so a revocation, an expiry or a changed grant committed before it is seen."""
+
+    def __init__(self, pg: Postgres) -> None:
+        self.pg = pg
+        self.batcher: Batcher[str, tuple[Any, ...] | None] = Batcher(self._lookup)
+
+    async def row(self, token_id: str) -> tuple[Any, ...] | None:
+        return await self.batcher(token_id)
+
+    async def _lookup(self, token_ids: list[str]) -> list[tuple[Any, ...] | None]:
+        found = {row[0]: row[1:] for row in await self.pg.fetch(_TOKENS_SQL, (sorted(set(token_ids)),))}
+        return [found.get(token_id) for token_id in token_ids]
+
+
+async def authenticate(authorization: str | None, pg: Postgres, verifier: JwtVerifier | None, tokens: Tokens) -> Caller:
     """The caller of a request from its Authorization header, or the 401 / 403 problem that says why not."""
     if not authorization:
         raise unauthenticated("send `Authorization: Bearer <token>` (an API token from `python -m services.api.tokens "
@@ -128,10 +146,10 @@ async def authenticate(authorization: str | None, pg: Postgres, verifier: JwtVer
     match = TOKEN.fullmatch(token)
     if match:
         token_id, secret = match.groups()
-        rows = await pg.fetch(_TOKEN_SQL, (token_id,))
-        if not rows or not hmac.compare_digest(bytes(rows[0][1]), secret_hash(secret)):
+        row = await tokens.row(token_id)
+        if row is None or not hmac.compare_digest(bytes(row[1]), secret_hash(secret)):
             raise unauthenticated("unknown API token")
-        principal, _, expires_at, revoked_at, role, tenants, erased = rows[0]
+        principal, _, expires_at, revoked_at, role, tenants, erased = row
         if revoked_at is not None:
             raise unauthenticated(f"API token {token_id} was revoked at {revoked_at.isoformat()}")
         if expires_at <= datetime.now(timezone.utc):

@@ -4,6 +4,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import sketch
 
@@ -35,3 +37,22 @@ def test_edges():
     assert sketch.bucket(120_000) < 2**16  # fits the UInt16 key of usage_10s.latency_hist
     with pytest.raises(ValueError, match="q=1.5"):
         sketch.quantile({1: 1}, 1.5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.integers(0, 2000), st.integers(0, 10**6), max_size=60),
+       st.lists(st.floats(0, 1), min_size=1, max_size=4))
+def test_quantiles_at_once_equal_each_quantile_alone(hist, qs):
+    """quantiles() (one pass, bisect) gives what walking the sorted buckets for each q gives, zero counts included."""
+    def walk(q):
+        total = sum(hist.values())
+        if total == 0:
+            return None
+        seen = 0
+        for index in sorted(hist):
+            seen += hist[index]
+            if seen > q * (total - 1):
+                return sketch.representative(index)
+        return sketch.representative(max(hist))
+
+    assert sketch.quantiles(hist, qs) == [walk(q) for q in qs]

@@ -26,4 +26,4 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics of the API", response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
     state = request.app.state.api
-    return PlainTextResponse(state.metrics.render(state.ch), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(state.metrics.render(state.ch, state.log), media_type="text/plain; version=0.0.4")

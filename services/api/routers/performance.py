@@ -20,8 +20,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def _quantiles(hist: dict[int, int], *qs: float) -> list[float | None]:
-    merged = {int(k): int(v) for k, v in hist.items() if v}
-    return [None if (value := sketch.quantile(merged, q)) is None else round(value, 3) for q in qs]
+    return [None if value is None else round(value, 3) for value in sketch.quantiles(hist, qs)]
 
 
 @router.get("/models/performance", response_model=Page[ModelRow], summary="Model x checkpoint: runs, failures, latency")

@@ -9,6 +9,7 @@ import hmac
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -51,6 +52,25 @@ def test_revocation_takes_effect_on_the_next_request(api: Api) -> None:
     assert "was revoked" in refused(api, token, 401, "unauthenticated")
     listed = tokens_cli(api, "list").stdout
     assert "revoked-one" in listed and token.split("_")[2] not in listed  # never the secret
+
+
+def test_concurrent_requests_share_token_lookups_yet_each_gets_its_own_caller(api: Api) -> None:
+    """Token lookups of requests in flight together go to PostgreSQL in one query: each request still gets its own
+    token's principal, role and tenants, a revoked token among them is refused, a guessed one is unknown."""
+    revoked = tokens_cli(api, "issue", "revoked-in-a-crowd", "--role", "auditor", "--tenant", api.tenant(1)).stdout.strip()
+    assert tokens_cli(api, "revoke", revoked).returncode == 0
+    guessed = f"tlm_{'0' * 16}_{'A' * 43}"
+    calls = [(token, f"{role}-{index}", [api.tenant(index)]) for (role, index), token in sorted(api.tokens.items())] * 3
+    calls += [(revoked, "was revoked", None), (guessed, "unknown API token", None)] * 4
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(lambda call: api.get("/v1/whoami", call[0]), calls))
+    for (_, expected, tenants), answer in zip(calls, answers):
+        if tenants is None:
+            assert answer.status_code == 401 and expected in answer.json()["detail"], answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+            data = answer.json()["data"]
+            assert (data["principal"], data["tenants"]) == (expected, tenants)
 
 
 def test_missing_malformed_unknown_and_expired_tokens(api: Api) -> None:

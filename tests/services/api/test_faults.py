@@ -5,6 +5,7 @@ PostgreSQL of its own that the test stops and starts again, and an API pointed a
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -94,15 +95,19 @@ def test_an_access_log_that_cannot_be_written_withholds_the_answer(own_postgres:
     headers = {"Authorization": f"Bearer {own_postgres.token}"}
     try:
         with psycopg.connect(config.postgres_conninfo(), autocommit=True) as conn:
-            conn.execute(f'REVOKE EXECUTE ON FUNCTION append_access_log(text) FROM "{config.postgres_api_user}"')
-            response = requests.get(process.url + "/v1/usage", headers=headers, timeout=30)
-            assert response.status_code == 503 and response.json()["code"] == "audit-unavailable", response.text
-            assert "withheld" in response.json()["detail"] and "data" not in response.json()
+            conn.execute(f'REVOKE EXECUTE ON FUNCTION append_access_logs(text[]) FROM "{config.postgres_api_user}"')
+            with ThreadPoolExecutor(12) as pool:  # concurrent requests: batches of records, each one failing
+                refused = list(pool.map(lambda _: requests.get(process.url + "/v1/usage", headers=headers, timeout=30),
+                                        range(12)))
+            for response in refused:
+                assert response.status_code == 503 and response.json()["code"] == "audit-unavailable", response.text
+                assert "withheld" in response.json()["detail"] and "data" not in response.json()
+                assert "x-request-id" not in response.headers
             assert conn.execute("SELECT count(*) FROM access_log").fetchone()[0] == 0
-            conn.execute(f'GRANT EXECUTE ON FUNCTION append_access_log(text) TO "{config.postgres_api_user}"')
+            conn.execute(f'GRANT EXECUTE ON FUNCTION append_access_logs(text[]) TO "{config.postgres_api_user}"')
         ok = requests.get(process.url + "/v1/usage", headers=headers, timeout=30)
         assert ok.status_code == 200 and "data" in ok.json()
         metrics = requests.get(process.url + "/metrics", timeout=30).text
-        assert "telemetry_api_audit_failures_total 1" in metrics
+        assert "telemetry_api_audit_failures_total 12" in metrics
     finally:
         process.stop()

@@ -200,7 +200,7 @@ def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
         try:
             requests.get(f"{url}/health", timeout=2)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow to answer on a loaded machine
             time.sleep(0.1)
     return ApiProcess(proc, url, log)
 
@@ -257,6 +257,9 @@ def api(stack_env: dict[str, str], postgres_stack: Settings, clickhouse_dev: Dev
     writer.close()
     with psycopg.connect(config.postgres_conninfo(), autocommit=True) as conn:
         directory.load(conn, data.directory())
+        for tenant in data.tenants:  # a limit per tenant, so the quota limit endpoints have rows to show
+            conn.execute("SELECT * FROM set_quota_limit(%s, 'tenant', '', 'credits', 'month', 800, 1000, 'fixture', '')",
+                         (tenant.tenant_id,))
     task_id = data.task_ids[data.tenants[0].tenant_id][0]
     write_lake(work / "lake", data.tenants[0].tenant_id, task_id, data.start + timedelta(minutes=10))
     server = Api("", env, config, data, name, clickhouse_dev.writer, jwks, task_id)

@@ -87,8 +87,8 @@ def start_quota(env: dict[str, str], log: Path, *args: str, ready: bool = True) 
 
     def health() -> bool:
         try:
-            response = requests.get(process.url + "/health", timeout=2)
-        except requests.ConnectionError:
+            response = requests.get(process.url + "/health", timeout=10)
+        except requests.RequestException:
             return False
         return response.status_code == 200 or not ready
 

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from datetime import date
 from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -37,8 +38,11 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[Key, Raw | None]:
     if not all(isinstance(p, str) for p in parts) or not parts[0] or not parts[2]:
         raise BadRecord("the key needs tenant_id, department_id, user_id and day as text")
     day = parts[3]
-    if len(day) != DAY_LENGTH or day[4] != "-" or day[7] != "-" or not (day[:4] + day[5:7] + day[8:]).isdigit():
-        raise BadRecord(f"day {day[:20]!r} is not YYYY-MM-DD")
+    try:
+        if len(day) != DAY_LENGTH or date.fromisoformat(day).isoformat() != day:
+            raise ValueError
+    except ValueError:
+        raise BadRecord(f"day {day[:20]!r} is not a date, YYYY-MM-DD") from None
     if value is None:
         return (parts[0], parts[1], parts[2], day), None
     try:

@@ -5,9 +5,11 @@ check that sees it, p50 / p99.
 
 Needs Kafka, ClickHouse and PostgreSQL of a local stack (`make stack-up`, or `python -m dev.stack up kafka clickhouse
 postgres` with shifted ports in the environment). Builds a ClickHouse and a PostgreSQL database of its own
-(bench_quota): --users hot users with one usage record per day of the month so far on the usage topic, --users cold
-users with a month of usage in usage_10s only, a limit for every tenth user; starts `python -m services.quota`; the
-clients run in this process (asyncio + aiohttp) on the same machine, so their CPU competes with the service's.
+(bench_quota): --users hot users (10 tenants with a tenant limit each, so the service loads those tenants' months
+from ClickHouse ahead of any check) with one usage record per day of the month so far on the usage topic and a limit
+for every tenth user, and --users cold users (10 other tenants) with a month of usage in usage_10s only; starts
+`python -m services.quota`; the clients run in this process (asyncio + aiohttp) on the same machine, so their CPU
+competes with the service's.
 
     python benchmarks/bench_quota.py [--users 10000] [--rate 2000] [--duration 20] [--clients 32]
 
@@ -55,17 +57,18 @@ def prepare(s: settings.Settings, users: int) -> tuple[dict[str, str], str, list
     ch.command(f"DROP DATABASE IF EXISTS {DATABASE} SYNC")
     migrate(ch, DATABASE, 12, say=lambda _: None)
     started = time.monotonic()
-    # cold users: a row per 10 s window every 5 minutes of the month so far (as the loader would write them)
+    # cold users: a row per 10 s window every 15 minutes of the month so far (as the loader would write them)
     seconds = int((now - now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds())
-    windows = max(1, seconds // 300)
+    windows = max(1, seconds // 900)
     ch.command(f"""
         INSERT INTO {DATABASE}.usage_10s (window_start, tenant_id, department_id, project_id, user_id, model,
                                           tokens_in, tokens_out, wkf_credits, kuber_credits, wkf_gpu_seconds)
-        SELECT toStartOfMonth(now()) + intDiv(number, {users}) * 300 AS window_start,
-               concat('bench-t', toString(number % {users} % {TENANTS})), 'd1', 'p1',
+        SELECT toStartOfMonth(now()) + intDiv(number, {users}) * 900 AS window_start,
+               concat('bench-c', toString(number % {users} % {TENANTS})), 'd1', 'p1',
                concat('cold-', toString(number % {users})), 'm', 100, 20, toDecimal64(0.25, 6),
                toDecimal64(0.25, 6), toDecimal64(3, 6)
-        FROM numbers({users * windows})""")
+        FROM numbers({users * windows})
+        SETTINGS max_partitions_per_insert_block = 10000""")
     rows = ch.query(f"SELECT count() FROM {DATABASE}.usage_1d").result_rows[0][0]
     print(f"ClickHouse: {users * windows:,} usage_10s rows of {users:,} cold users ({rows:,} usage_1d rows) in "
           f"{time.monotonic() - started:.0f} s", flush=True)
@@ -75,7 +78,8 @@ def prepare(s: settings.Settings, users: int) -> tuple[dict[str, str], str, list
     url = s.postgres_url.rsplit("/", 1)[0] + f"/{DATABASE}"
     env = {**os.environ, "CLICKHOUSE_DATABASE": DATABASE, "POSTGRES_URL": url, "QUOTA_REFRESH_S": "5"}
     bench = settings.load(env)
-    tenants = [f"bench-t{i}" for i in range(TENANTS)]
+    hot_tenants = [f"bench-h{i}" for i in range(TENANTS)]
+    tenants = hot_tenants + [f"bench-c{i}" for i in range(TENANTS)]
     with psycopg.connect(bench.postgres_conninfo()) as conn:
         migrate_postgres(conn, bench.postgres_api_user, say=lambda _: None)
         conn.commit()
@@ -83,11 +87,14 @@ def prepare(s: settings.Settings, users: int) -> tuple[dict[str, str], str, list
         directory.load(conn, {
             "tenants": [{"tenant_id": t} for t in tenants],
             "departments": [{"tenant_id": t, "department_id": "d1"} for t in tenants],
-            "users": [{"tenant_id": f"bench-t{u % TENANTS}", "user_id": f"{kind}-{u}", "department_id": "d1"}
+            "users": [{"tenant_id": f"bench-{kind[0]}{u % TENANTS}", "user_id": f"{kind}-{u}", "department_id": "d1"}
                       for kind in ("hot", "cold") for u in range(users)]})
+        for tenant in hot_tenants:
+            conn.execute("SELECT * FROM set_quota_limit(%s, 'tenant', '', 'credits', 'month', 10000000, 20000000, "
+                         "'bench', '')", (tenant,))
         for u in range(0, users, 10):
             conn.execute("SELECT * FROM set_quota_limit(%s, 'user', %s, 'credits', 'day', 50, 100, 'bench', '')",
-                         (f"bench-t{u % TENANTS}", f"hot-{u}"))
+                         (f"bench-h{u % TENANTS}", f"hot-{u}"))
         tokens.grant(conn, "bench-quota-client", "quota_client", tenants, "bench")
         token = tokens.issue(conn, "bench-quota-client", 1, "bench", "bench")
     return env, token, tenants
@@ -101,7 +108,7 @@ def produce_hot(s: settings.Settings, users: int) -> int:
     for day in range(1, now.day + 1):
         stamp = now.replace(day=day).strftime("%Y-%m-%d")
         for u in range(users):
-            key = {"tenant_id": f"bench-t{u % TENANTS}", "department_id": "d1", "user_id": f"hot-{u}", "day": stamp}
+            key = {"tenant_id": f"bench-h{u % TENANTS}", "department_id": "d1", "user_id": f"hot-{u}", "day": stamp}
             value = {**key, "events": 10, "tokens_in": 1000, "tokens_out": 200, "wkf_credits": 1.5, "kuber_credits": 1.25,
                      "wkf_gpu_seconds": 30.5}
             while True:
@@ -141,24 +148,44 @@ async def wait_ready(base: str) -> float:
 
 
 def body(tenant_of: int, user: str) -> dict[str, str]:
-    return {"tenant": f"bench-t{tenant_of % TENANTS}", "scope": "user", "id": user, "metric": "credits", "amount": "1"}
+    return {"tenant": f"bench-{user[0]}{tenant_of % TENANTS}", "scope": "user", "id": user, "metric": "credits",
+            "amount": "1"}
 
 
 async def check(session: aiohttp.ClientSession, base: str, payload: dict[str, str], latencies: list[float],
                 sources: dict[str, int]) -> None:
     sent = time.perf_counter()
-    async with session.post(base + "/v1/check", json=payload) as response:
-        answer = await response.json()
+    try:
+        async with session.post(base + "/v1/check", json=payload) as response:
+            answer = await response.json()
+    except aiohttp.ClientError as exc:  # counted, not timed
+        key = f"error {type(exc).__name__}"
+        sources[key] = sources.get(key, 0) + 1
+        return
     latencies.append(time.perf_counter() - sent)
     key = answer.get("source", f"http-{response.status}")
     sources[key] = sources.get(key, 0) + 1
+
+
+async def warm_up(base: str, token: str) -> float:
+    """Until the refresher has loaded every hot tenant's month (checks of their users answer from memory)."""
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        while True:
+            sources: dict[str, int] = {}
+            for t in range(TENANTS):
+                await check(session, base, body(t, f"hot-{t}"), [], sources)
+            if sources == {"memory": TENANTS}:
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
 
 
 async def offered(base: str, token: str, users: int, rate: int, duration: float) -> tuple[list[float], dict[str, int], float]:
     """Open loop: a check every 1/rate s (hot users round robin) whatever the answers' latency."""
     latencies: list[float] = []
     sources: dict[str, int] = {}
-    connector = aiohttp.TCPConnector(limit=256)
+    # idle connections closed by the client before uvicorn's 5 s keep-alive timeout closes them under a request
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=3)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, connector=connector) as session:
         pending = set()
         started = time.perf_counter()
@@ -183,7 +210,7 @@ async def closed(base: str, token: str, make: list[dict[str, str]], clients: int
     sources: dict[str, int] = {}
     queue = list(reversed(make))
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                     connector=aiohttp.TCPConnector(limit=clients)) as session:
+                                     connector=aiohttp.TCPConnector(limit=clients, keepalive_timeout=3)) as session:
         async def worker() -> None:
             while queue:
                 await check(session, base, queue.pop(), latencies, sources)
@@ -208,23 +235,58 @@ async def freshness(s: settings.Settings, base: str, token: str, samples: int) -
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         for i in range(samples):
             u = 3 + 10 * i  # users without a limit, already in memory
-            key = {"tenant_id": f"bench-t{u % TENANTS}", "department_id": "d1", "user_id": f"hot-{u}", "day": today}
-            credits = 1000 + i
+            key = {"tenant_id": f"bench-h{u % TENANTS}", "department_id": "d1", "user_id": f"hot-{u}", "day": today}
+            tokens_in = 100000 + i  # tokens: no limit binds them, so the answer's `used` is the user's day
             sent = time.perf_counter()
-            producer.produce(topics.USAGE_TOPIC, json.dumps({**key, "wkf_credits": credits}).encode(),
+            producer.produce(topics.USAGE_TOPIC, json.dumps({**key, "tokens_in": tokens_in}).encode(),
                              json.dumps(key).encode())
             producer.poll(0)
-            while True:
-                async with session.post(base + "/v1/check", json=body(u, f"hot-{u}")) as response:
+            while time.perf_counter() - sent < 30:
+                async with session.post(base + "/v1/check", json={**body(u, f"hot-{u}"), "metric": "tokens"}) as response:
                     answer = await response.json()
-                if answer.get("used") == str(credits):
+                if answer.get("used") == str(tokens_in):
                     break
+            else:
+                raise SystemExit(f"freshness: a usage record was not seen within 30 s: {answer}")
             delays.append(time.perf_counter() - sent)
     producer.flush(10)
     return delays
 
 
+def core(users: int, checks: int) -> None:
+    """The rules alone, in this process: what one decision costs without HTTP (services/quota/service.py)."""
+    from decimal import Decimal
+
+    from services.quota.ledger import Ledger
+    from services.quota.metrics import METRICS, NO_PRICES, raw
+    from services.quota.rules import Limit
+    from services.quota.service import Cold, Quota
+
+    quota = Quota(Ledger(NO_PRICES), Cold(lambda *_: []), dict.fromkeys(METRICS, True))
+    quota.feed.rebuilt, quota.feed.synced_at = True, time.monotonic()
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    started = time.perf_counter()
+    for u in range(users):
+        quota.apply((f"t{u % TENANTS}", "d1", f"hot-{u}", day), raw({"wkf_credits": "1.5", "tokens_in": 1000}), live=False)
+    applied = time.perf_counter() - started
+    for u in range(0, users, 10):
+        quota.limits[(f"t{u % TENANTS}", "user", f"hot-{u}")] = [
+            Limit(f"t{u % TENANTS}", "user", f"hot-{u}", "credits", "day", Decimal(50), Decimal(100))]
+    for u in range(users):  # each user's first check loads its (empty) ClickHouse month
+        quota.check(f"t{u % TENANTS}", "user", f"hot-{u}", "credits", Decimal(1))
+    latencies = []
+    for i in range(checks):
+        u = i % users
+        sent = time.perf_counter()
+        quota.check(f"t{u % TENANTS}", "user", f"hot-{u}", "credits", Decimal(1))
+        latencies.append(time.perf_counter() - sent)
+    print(f"core (no HTTP): {users / applied:,.0f} usage records applied/s; {len(latencies) / sum(latencies):,.0f} "
+          f"decisions/s, p50 {percentile(latencies, 0.5) * 1000:.0f} us, p99 {percentile(latencies, 0.99) * 1000:.0f} us",
+          flush=True)
+
+
 async def run(args: argparse.Namespace) -> int:
+    core(args.users, 50000)
     s = settings.load()
     env, token, _ = prepare(s, args.users)
     started = time.monotonic()
@@ -238,7 +300,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"rebuild: ready after {rebuilt:.1f} s (the whole usage topic of this stack, "
               f"{records:,}+ records: {records / rebuilt:,.0f} records/s)", flush=True)
         hot = [body(u, f"hot-{u}") for u in range(args.users)]
-        show("warm-up (each hot user's first check: its month from ClickHouse)", *await closed(base, token, hot, args.clients))
+        warm = await warm_up(base, token)
+        print(f"warm-up: the hot tenants' months loaded from ClickHouse {warm:.1f} s after ready", flush=True)
         show(f"in memory at an offered {args.rate:,}/s", *await offered(base, token, args.users, args.rate, args.duration))
         show(f"in memory, flat out ({args.clients} clients)", *await closed(base, token, hot * 2, args.clients))
         cold = [body(u, f"cold-{u}") for u in range(min(args.users, args.cold))]

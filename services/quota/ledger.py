@@ -81,7 +81,9 @@ class Ledger:
             self.loaded.add((scope, month))
 
     def is_loaded(self, scope: ScopeKey, month: str) -> bool:
-        return (scope, month) in self.loaded
+        """Whether the scope's month holds ClickHouse's rows: its own, or its tenant's (a tenant's load brings every
+        row of its users and departments, so a user without a row there had no usage)."""
+        return (scope, month) in self.loaded or (("tenant", scope[1], ""), month) in self.loaded
 
     def used(self, scope: ScopeKey, period: str, day: str) -> Totals:
         """The scope's usage in the day (period "day") or in the day's calendar month (period "month")."""

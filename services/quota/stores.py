@@ -45,6 +45,7 @@ def month_range(month: str) -> tuple[str, str]:
     return first.isoformat(), following.isoformat()
 
 
+MAX_QUERIES = 8  # cold queries in flight at once (clickhouse-connect's connection pool keeps 8)
 _SUMS = ", ".join(f"sum({name}) AS {name}" for name in COLUMNS)
 _FILTERS = {"user": "AND user_id = {id:String}", "department": "AND department_id = {id:String}", "tenant": "",
             "project": "AND project_id = {id:String}"}
@@ -58,6 +59,8 @@ class ClickHouseUsage:
         self.database = settings.clickhouse_database
         self.timeout_s = timeout_s
         self._local = threading.local()
+        # a burst of cold checks queues here rather than opening a query (and a connection) per worker thread
+        self.slots = threading.BoundedSemaphore(MAX_QUERIES)
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
@@ -71,7 +74,8 @@ class ClickHouseUsage:
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         try:
-            return self._client().query(sql.replace("{db}", self.database), parameters=parameters).result_rows
+            with self.slots:
+                return self._client().query(sql.replace("{db}", self.database), parameters=parameters).result_rows
         except Exception as exc:  # noqa: BLE001 - any failure is "ClickHouse cannot answer now": the caller degrades
             self._local.client = None
             text = str(exc).strip().splitlines()

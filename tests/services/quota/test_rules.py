@@ -69,6 +69,14 @@ def test_the_stream_supersedes_clickhouse_per_key_and_never_adds_to_it():
     assert ledger.used(("user", "t", "u"), "day", "2026-02-02")[3] == 50
 
 
+def test_a_tenants_load_makes_every_user_and_department_of_it_loaded():
+    ledger = Ledger(NO_PRICES)
+    ledger.put_base(("tenant", "t", ""), "2026-02", [(key("u", "2026-02-01"), cols(tokens_in=1))])
+    assert ledger.is_loaded(("user", "t", "u"), "2026-02") and ledger.is_loaded(("user", "t", "never-used"), "2026-02")
+    assert ledger.is_loaded(("department", "t", "d"), "2026-02")
+    assert not ledger.is_loaded(("user", "t", "u"), "2026-03") and not ledger.is_loaded(("user", "t2", "u"), "2026-02")
+
+
 def test_month_is_the_sum_of_its_days_and_ends_at_the_boundary():
     ledger = Ledger(NO_PRICES)
     ledger.put_stream(key("u", "2026-01-31"), cols(tokens_in=7))

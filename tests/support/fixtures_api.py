@@ -180,21 +180,27 @@ class ApiProcess:
             self.proc.stdout.close()
 
 
-def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
-    """`python -m services.api --port 0 ARGS`; waits for the line naming the address it serves."""
+def serving(module: str, env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m MODULE --port 0 ARGS` (the API, the quota service); waits for the line naming the address it
+    serves: the process and that URL."""
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "services.api", "--port", "0", *args], cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], cwd=REPO_ROOT,
                                 env={**env, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         line = proc.stdout.readline() if sel.select(timeout=60) else ""
-    found = re.search(r"serving on (http://\S+)", line)
+    found = re.search(r"serving on (http://[^\s,]+)", line)
     if not found:
         proc.kill()
         proc.wait()
-        pytest.fail(f"the API did not start: {line!r}\n{log.read_text()}")
-    url = found.group(1)
+        pytest.fail(f"{module} did not start: {line!r}\n{log.read_text()}")
+    return proc, found.group(1)
+
+
+def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
+    """`python -m services.api --port 0 ARGS`, once it answers."""
+    proc, url = serving("services.api", env, log, *args)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # uvicorn accepts once its lifespan ran
         try:

@@ -6,10 +6,6 @@ shared topic never meet these."""
 from __future__ import annotations
 
 import json
-import re
-import selectors
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,8 +23,7 @@ from pipeline import routing
 from services.api import directory, tokens
 from services.quota.client import QuotaClient
 from telemetry import topics
-from telemetry.settings import REPO_ROOT
-from tests.support.fixtures_api import api_environment, fresh_postgres_database, migrated_stores
+from tests.support.fixtures_api import ApiProcess, api_environment, fresh_postgres_database, migrated_stores, serving
 from tests.support.polling import eventually
 
 
@@ -53,37 +48,9 @@ def _dumps(value: dict[str, Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-@dataclass
-class QuotaProcess:
-    proc: subprocess.Popen[str]
-    url: str
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-
-def start_quota(env: dict[str, str], log: Path, *args: str, ready: bool = True) -> QuotaProcess:
+def start_quota(env: dict[str, str], log: Path, *args: str, ready: bool = True) -> ApiProcess:
     """`python -m services.quota --port 0 ARGS`; waits for its address, and (ready) until it has rebuilt."""
-    with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "services.quota", "--port", "0", *args], cwd=REPO_ROOT,
-                                env={**env, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE, stderr=err, text=True)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        line = proc.stdout.readline() if sel.select(timeout=60) else ""
-    found = re.search(r"serving on (http://\S+?),", line)
-    if not found:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"the quota service did not start: {line!r}\n{log.read_text()}")
-    process = QuotaProcess(proc, found.group(1))
+    process = ApiProcess(*serving("services.quota", env, log, *args), log)
 
     def health() -> bool:
         try:
@@ -105,7 +72,7 @@ class QuotaStack:
     ch_database: str
     postgres: Any
     work: Path
-    process: QuotaProcess | None = None
+    process: ApiProcess | None = None
     tokens: dict[tuple[str, int], str] = field(default_factory=dict)
     producer: Producer | None = None
 

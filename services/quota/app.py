@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, AsyncIterator
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -24,7 +25,7 @@ from services.api.permissions import Metric
 from services.api.problems import Problem, bad_parameter, forbidden
 from services.api.stores import Postgres
 from services.quota.metrics import MAX_VALUE, METRICS
-from services.quota.rules import PERIODS, SCOPES, Verdict
+from services.quota.rules import PERIODS, SCOPES, Verdict, binding
 from services.quota.service import Answer, Quota
 from services.quota.prom import QuotaMetrics
 from telemetry.settings import Settings
@@ -67,8 +68,6 @@ def verdict_json(v: Verdict) -> dict[str, Any]:
 
 
 def answer_json(a: Answer, tenant: str, scope: str, scope_id: str) -> dict[str, Any]:
-    from services.quota.rules import binding
-
     top = binding(a.verdicts)
     limit = None if top is None else (top.limit.hard if top.limit.hard is not None else top.limit.soft)
     return {
@@ -157,9 +156,6 @@ class QuotaApp:
 def create_app(settings: Settings, quota: Quota, metrics: QuotaMetrics, directory: Directory,
                auth_cache_s: float = 5.0) -> FastAPI:
     service = QuotaApp(settings, quota, metrics, directory, auth_cache_s)
-
-    from contextlib import asynccontextmanager
-    from typing import AsyncIterator
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -103,11 +103,13 @@ class UsageFeed:
                 self.stopping.wait(1.0)
 
     def _sync(self) -> None:
-        """Compare the positions with the partitions' ends now; all there: the ledger holds everything the topic has."""
+        """The partitions' ends first, then the positions: every position at or past its end means the ledger held
+        everything the topic had when the ends were asked for (records arriving meanwhile cannot make it look behind)."""
+        asked = time.monotonic()
         try:
-            positions = {tp.partition: tp.offset for tp in self.consumer.position(self.partitions)}
             ends = {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)[1]
                     for tp in self.partitions}
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(self.partitions)}
         except KafkaException as exc:
             self.quota.feed.error = f"Kafka: {exc}"
             return
@@ -117,7 +119,7 @@ class UsageFeed:
             self.quota.feed.rebuilt = True
             LOG.warning("quota: rebuilt from %s: %d records", self.topic, self.quota.feed.records)
         if done:
-            self.quota.feed.synced_at = time.monotonic()
+            self.quota.feed.synced_at = asked
             self.quota.feed.error = ""
 
     def _run(self) -> None:

@@ -83,6 +83,14 @@ class Settings:
     api_query_timeout_s: int = _doc(10, "API: longest a ClickHouse query may run (max_execution_time), 1-600 s")
     api_cache_seconds: int = _doc(10, "API: how long a ClickHouse answer is reused for the same query and parameters, 0-3600 s (0: never)")
     api_personal_hosts: str = _doc(r"(?i)(laptop|desktop|workstation|macbook)", "API: host names matching this regular expression name a person, and are pseudonymised like user ids")
+    # The quota service (services/quota)
+    quota_host: str = _doc("127.0.0.1", "quota service: address it binds to (0.0.0.0 inside a container)")
+    quota_port: int = _doc(8010, "quota service: HTTP port (checks, state, /health, /metrics)")
+    quota_fail_policy: str = _doc("open", "quota service: the answer while usage cannot be known (rebuilding, ClickHouse away): `open` (allow) or `closed` (deny) for all metrics, or per metric, e.g. `open,credits=closed,cost=closed`")
+    quota_stale_after_s: int = _doc(10, "quota service: answers are marked stale once the usage topic was last read in full longer ago than this, 1-3600 s")
+    quota_refresh_s: int = _doc(5, "quota service: how often limits, the directory and prices are reloaded (a changed limit takes effect within this), 1-3600 s")
+    quota_auth_cache_s: int = _doc(5, "quota service: how long an authenticated token is reused (a revoked token works this much longer), 0-300 s")
+    quota_project_cache_s: int = _doc(10, "quota service: how long a project's usage (from ClickHouse: the usage topic has no projects) is reused, 0-3600 s")
     # Where the local stack keeps data, logs and generated credentials
     state_dir: Path = _doc(REPO_ROOT / ".local", "data, logs and generated credentials of the local stack")
 
@@ -248,12 +256,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     for name, low, high in (("loader_batch_rows", 1, 1_000_000), ("loader_batch_ms", 1, 600_000), ("loader_metrics_port", 0, 65535),
                             ("heartbeat_interval_ms", 10, 60_000), ("heartbeat_delay_ms", 0, 3_600_000),
                             ("api_port", 1, 65535), ("api_max_rows", 1, 100_000), ("api_query_timeout_s", 1, 600),
-                            ("api_cache_seconds", 0, 3600)):
+                            ("api_cache_seconds", 0, 3600), ("quota_port", 0, 65535), ("quota_stale_after_s", 1, 3600),
+                            ("quota_refresh_s", 1, 3600), ("quota_auth_cache_s", 0, 300),
+                            ("quota_project_cache_s", 0, 3600)):
         if name in raw:
             values[name] = _check_int(_ENV_NAMES[name], raw[name], low, high)
     if "loader_metrics_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["loader_metrics_host"]):
         raise SettingsError(f"LOADER_METRICS_HOST={raw['loader_metrics_host']!r} must be an address or host name, "
                             "e.g. 127.0.0.1 or 0.0.0.0")
+    if "quota_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["quota_host"]):
+        raise SettingsError(f"QUOTA_HOST={raw['quota_host']!r} must be an address or host name, e.g. 127.0.0.1 or 0.0.0.0")
+    if "quota_fail_policy" in raw:
+        fail_policy(raw["quota_fail_policy"])
     if "api_host" in raw and not re.fullmatch(r"[A-Za-z0-9_.:\-]+", raw["api_host"]):
         raise SettingsError(f"API_HOST={raw['api_host']!r} must be an address or host name, e.g. 127.0.0.1 or 0.0.0.0")
     for name in ("postgres_user", "postgres_api_user"):
@@ -284,6 +298,22 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if "state_dir" in raw:
         values["state_dir"] = Path(raw["state_dir"]).expanduser().resolve()
     return Settings(**values)  # type: ignore[arg-type]
+
+
+QUOTA_METRICS = ("credits", "gpu_seconds", "cpu_seconds", "tokens", "cost")  # services/quota/metrics.py METRICS
+
+
+def fail_policy(text: str) -> dict[str, bool]:
+    """QUOTA_FAIL_POLICY as {metric: allow?}: `open` or `closed` for every metric, then `metric=open|closed` items."""
+    policy = dict.fromkeys(QUOTA_METRICS, True)
+    for item in (part.strip() for part in text.split(",")):
+        metric, _, value = item.rpartition("=")
+        if value not in ("open", "closed") or (metric and metric not in QUOTA_METRICS):
+            raise SettingsError(f"QUOTA_FAIL_POLICY={text!r}: {item!r} must be open, closed or METRIC=open|closed with "
+                                f"METRIC one of {', '.join(QUOTA_METRICS)}")
+        for name in ([metric] if metric else QUOTA_METRICS):
+            policy[name] = value == "open"
+    return policy
 
 
 def _mask_url_password(value: str) -> str:

@@ -52,6 +52,9 @@ CATALOGUE: tuple[Topic, ...] = (
     # compacted: each update carries a user's day so far, so the newest record of a key is all a reader needs
     Topic("telemetry.usage.v1", 6, Role.OUTPUT, None, "Per-user running usage for the quota service",
           config={"cleanup.policy": "compact"}),
+    # seed 001's naming rules: system (quota), component (limit), action (exceeded); events add the note (.soft / .hard)
+    Topic("quota.limit.exceeded", 3, Role.OUTPUT, None,
+          "The quota service's events: a user's, department's or tenant's usage crossed a soft or hard limit"),
 )
 
 CATALOGUE += (
@@ -67,6 +70,7 @@ BY_NAME: dict[str, Topic] = {t.name: t for t in CATALOGUE}
 SOURCE_TOPICS: tuple[str, ...] = tuple(t.name for t in CATALOGUE if t.role is Role.SOURCE)
 DLQ_TOPIC = "telemetry.dlq.v1"
 USAGE_TOPIC = "telemetry.usage.v1"
+QUOTA_EXCEEDED_TOPIC = "quota.limit.exceeded"
 LLM_TOPIC = "telemetry.events.v1"
 # What the ClickHouse loader consumes (read_committed) and the table each one fills.
 LOADER_TOPICS: dict[str, str] = {t.name: t.table for t in CATALOGUE if t.table is not None}

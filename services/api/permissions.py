@@ -24,6 +24,8 @@ class Metric(str, Enum):
     ERRORS = "errors"  # top error types of requests and runs
     RETENTION = "retention"  # day-1 retention of user cohorts
     PRIVACY = "privacy"  # erasure requests
+    QUOTAS = "quotas"  # the quota service's decisions and a scope's quota state
+    QUOTA_LIMITS = "quota_limits"  # setting and removing quota limits (write), with their change history
 
 
 METRIC_DESCRIPTIONS: dict[Metric, str] = {
@@ -37,6 +39,8 @@ METRIC_DESCRIPTIONS: dict[Metric, str] = {
     Metric.ERRORS: "top error types of LLM requests and task runs",
     Metric.RETENTION: "day-1 retention of the users first active on a day",
     Metric.PRIVACY: "erasure requests (write)",
+    Metric.QUOTAS: "quota service: allow / deny checks and the quota state of a user, department, project or tenant",
+    Metric.QUOTA_LIMITS: "quota limits (soft and hard levels) per tenant / department / project / user: set, remove, history",
 }
 
 
@@ -58,13 +62,15 @@ ROLES: dict[str, RolePolicy] = {p.role: p for p in (
             {Metric.USAGE, Metric.MODELS, Metric.PIPELINE, Metric.TASKS, Metric.ERRORS, Metric.RETENTION}, 92, False),
     _policy("admin", "Admin (seed 003): VMs, resources, pipeline health, who accessed what, erasures",
             {Metric.USAGE, Metric.MODELS, Metric.VMS, Metric.PIPELINE, Metric.TASKS, Metric.ACCESS, Metric.ERRORS,
-             Metric.RETENTION, Metric.PRIVACY}, 92, True),
+             Metric.RETENTION, Metric.PRIVACY, Metric.QUOTAS, Metric.QUOTA_LIMITS}, 92, True),
     _policy("financial_director", "Financial Director (seed 003): costs per department / project / user, chargeback",
-            {Metric.USAGE, Metric.COSTS, Metric.VMS}, 400, False),
+            {Metric.USAGE, Metric.COSTS, Metric.VMS, Metric.QUOTAS}, 400, False),
     _policy("auditor", "read-only auditor: who accessed what, and the usage and costs behind it",
             {Metric.USAGE, Metric.COSTS, Metric.ACCESS}, 400, True),
     _policy("quota_service", "the quota service (a machine): a user's usage, to allow or deny",
             {Metric.USAGE}, 35, True),
+    _policy("quota_client", "a service asking the quota service for decisions (a machine): checks and quota state",
+            {Metric.QUOTAS}, 35, True),
 )}
 
 

@@ -404,3 +404,20 @@ def test_the_api_reads_with_least_privilege_and_waits_for_the_migrations(rendere
     assert services["postgres"]["image"].startswith("postgres:15.")  # the local stack's Debian PostgreSQL is 15
     for name in ("api", "audit-seal"):
         cfg.load({k: v for k, v in services[name]["environment"].items()})
+
+
+
+def test_the_quota_service_reads_with_least_privilege_and_is_scraped(rendered: Json):
+    services = rendered["services"]
+    quota = services["quota"]
+    env = quota["environment"]
+    assert quota["command"] == ["python", "-m", "services.quota"] and env["QUOTA_HOST"] == "0.0.0.0"
+    assert env["CLICKHOUSE_READER_USER"] == "reader" and "CLICKHOUSE_PASSWORD" not in env
+    assert env["POSTGRES_API_USER"] == "telemetry_api" and "POSTGRES_PASSWORD" not in env
+    assert quota["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert quota["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+    config = cfg.load(dict(env))
+    assert [p["published"] for p in quota["ports"]] == [str(config.quota_port)] and quota["ports"][0]["host_ip"] == "127.0.0.1"
+    scrape = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus" / "prometheus.compose.yml").read_text())
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in scrape["scrape_configs"]}
+    assert targets["telemetry-quota"] == [f"quota:{config.quota_port}"]

@@ -580,3 +580,21 @@ def test_the_api_gets_only_the_credentials_it_reads_with_and_serves_its_service(
     seal = workload("CronJob")
     [job] = containers(seal)
     assert job["command"][1:] == ["-m", "services.api.audit", "seal"]
+
+
+def test_the_quota_service_gets_only_the_credentials_it_reads_with_and_serves_its_service():
+    quota = workload("Deployment", "telemetry-quota")
+    [container] = containers(quota)
+    env = container_env(quota, container)
+    assert "secretRef" not in str(container.get("envFrom")), "the quota service takes Secret keys one by one"
+    assert {"CLICKHOUSE_READER_PASSWORD", "POSTGRES_API_PASSWORD"} <= set(env)
+    assert "CLICKHOUSE_PASSWORD" not in env and "POSTGRES_PASSWORD" not in env and "API_PSEUDONYM_KEY" not in env
+    config = cfg.load(env)
+    assert config.clickhouse_reader_user == "reader" and config.postgres_api_user == "telemetry_api"
+    assert config.quota_host == "0.0.0.0" and cfg.fail_policy(config.quota_fail_policy)["credits"] is False
+    [service] = [d for _, d in of_kind("Service") if d["metadata"]["name"] == "telemetry-quota"]
+    assert service["spec"]["selector"] == quota["spec"]["selector"]["matchLabels"]
+    [port] = service["spec"]["ports"]
+    assert {"name": port["targetPort"], "containerPort": config.quota_port, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"

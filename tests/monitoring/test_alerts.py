@@ -20,6 +20,7 @@ from telemetry.settings import REPO_ROOT
 RULES = REPO_ROOT / "monitoring" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO_ROOT / "monitoring" / "prometheus" / "alerts_test.yml"
 LOADER_METRICS = REPO_ROOT / "services" / "loader" / "metrics.py"
+QUOTA_METRICS = REPO_ROOT / "services" / "quota" / "prom.py"
 # How Flink 2.2's Prometheus reporter names a metric an operator registers: the logical scope, then each add_group()
 # name, then the metric's own name (measured on a 2.2.1 mini-cluster: ..._events_dlq, ..._dlq_reason_not_json).
 OPERATOR_SCOPE = ("flink", "taskmanager", "job", "task", "operator")
@@ -105,10 +106,11 @@ def operator_metrics() -> set[str]:
     return found
 
 
-def loader_metrics() -> set[str]:
-    """Every series name the loader's /metrics renders (services/loader/metrics.py's registry)."""
+def loader_metrics(path: Path = LOADER_METRICS) -> set[str]:
+    """Every series name a service's /metrics renders (the loader's services/loader/metrics.py registry, or another
+    registry of telemetry/promtext.py's types)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(LOADER_METRICS.read_text())):
+    for node in ast.walk(ast.parse(path.read_text())):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("Metric", "Histogram")
                 and node.args and isinstance(node.args[0], ast.Constant)):
             name = str(node.args[0].value)
@@ -164,7 +166,9 @@ def test_every_metric_the_rules_and_their_tests_name_is_exported():
     assert {"flink_taskmanager_job_task_operator_events_in", "flink_taskmanager_job_task_operator_enrichment_status_ok",
             "flink_taskmanager_job_task_operator_dlq_reason_*"} <= operator, operator
     assert "telemetry_loader_insert_errors_total" in loader, loader
-    known = operator | loader | FLINK_BUILTIN
+    quota = loader_metrics(QUOTA_METRICS)
+    assert "telemetry_quota_exceeded_total" in quota, quota
+    known = operator | loader | quota | FLINK_BUILTIN
     for rule in rules():
         assert "__name__" not in rule["expr"], f"{rule['alert']}: name metrics explicitly, so this test can check them"
         used = set(METRIC_NAME.findall(rule["expr"]))

@@ -179,21 +179,27 @@ class ApiProcess:
             self.proc.stdout.close()
 
 
-def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
-    """`python -m services.api --port 0 ARGS`; waits for the line naming the address it serves."""
+def serving(module: str, env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m MODULE --port 0 ARGS` (the API, the quota service); waits for the line naming the address it
+    serves: the process and that URL."""
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "services.api", "--port", "0", *args], cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], cwd=REPO_ROOT,
                                 env={**env, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         line = proc.stdout.readline() if sel.select(timeout=60) else ""
-    found = re.search(r"serving on (http://\S+)", line)
+    found = re.search(r"serving on (http://[^\s,]+)", line)
     if not found:
         proc.kill()
         proc.wait()
-        pytest.fail(f"the API did not start: {line!r}\n{log.read_text()}")
-    url = found.group(1)
+        pytest.fail(f"{module} did not start: {line!r}\n{log.read_text()}")
+    return proc, found.group(1)
+
+
+def start_api(env: dict[str, str], log: Path, *args: str) -> ApiProcess:
+    """`python -m services.api --port 0 ARGS`, once it answers."""
+    proc, url = serving("services.api", env, log, *args)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # uvicorn accepts once its lifespan ran
         try:
@@ -256,6 +262,9 @@ def api(stack_env: dict[str, str], postgres_stack: Settings, clickhouse_dev: Dev
     writer.close()
     with psycopg.connect(config.postgres_conninfo(), autocommit=True) as conn:
         directory.load(conn, data.directory())
+        for tenant in data.tenants:  # a limit per tenant, so the quota limit endpoints have rows to show
+            conn.execute("SELECT * FROM set_quota_limit(%s, 'tenant', '', 'credits', 'month', 800, 1000, 'fixture', '')",
+                         (tenant.tenant_id,))
     task_id = data.task_ids[data.tenants[0].tenant_id][0]
     write_lake(work / "lake", data.tenants[0].tenant_id, task_id, data.start + timedelta(minutes=10))
     server = Api("", env, config, data, name, clickhouse_dev.writer, jwks, task_id)

@@ -239,3 +239,43 @@ class Erasure(BaseModel):
     requested_by: str
     requested_at: str
     already_erased: bool
+
+
+class QuotaLimitRequest(BaseModel):
+    tenant: str
+    scope: str = Field(description="tenant, department, project or user")
+    id: str = Field("", description="the department, project or user id; empty for the tenant")
+    metric: str = Field(description="credits, gpu_seconds, cpu_seconds, tokens or cost")
+    period: str = Field(description="day or month (UTC calendar)")
+    soft: str | None = Field(None, description="warn above this (exact decimal text, up to 6 decimals)")
+    hard: str | None = Field(None, description="deny above this; soft and hard both null removes the limit")
+    reason: str = Field("", max_length=500, description="why, kept in the change history")
+
+
+class QuotaLimit(BaseModel):
+    tenant_id: str
+    scope: str
+    scope_id: str
+    metric: str
+    period: str
+    soft_limit: Money | None
+    hard_limit: Money | None
+    updated_at: str
+    updated_by: str
+
+
+class QuotaLimitChange(BaseModel):
+    seq: int
+    changed_at: str
+    changed_by: str
+    reason: str
+    tenant_id: str
+    scope: str
+    scope_id: str
+    metric: str
+    period: str
+    old_soft: Money | None
+    old_hard: Money | None
+    new_soft: Money | None
+    new_hard: Money | None
+    deleted: bool

@@ -111,7 +111,7 @@ def test_a_jwt_of_the_issuer_authenticates_its_granted_subject(api: Api) -> None
     me = api.get("/v1/whoami", token)
     assert me.status_code == 200, me.text
     assert me.json()["data"] | {} == {"principal": "oidc|alice", "role": "financial_director", "auth": "jwt",
-                                      "tenants": [api.tenant(1)], "metrics": ["costs", "usage", "vms"],
+                                      "tenants": [api.tenant(1)], "metrics": ["costs", "quotas", "usage", "vms"],
                                       "max_range_days": 400, "identity": False}
     assert api.get("/v1/costs", token).status_code == 200
     assert api.get("/v1/costs", token, {"tenant": api.tenant(0)}).json()["code"] == "tenant-not-permitted"

@@ -178,3 +178,42 @@ def test_refresh_all_prices_every_day_with_usage(client: Client, database: str, 
     assert result.days == [(T0).date(), DAY0.date()] and result.rows > 0
     view, table = view_vs_table(client, database)
     assert table == view
+
+
+FACT_COLUMNS = ["task_id", "attempt", "status", "tenant_id", "department_id", "project_id", "user_id", "base_model",
+                "model_version", "checkpoint_id", "node_id", "host_name", "vm_type", "queued_at", "started_at",
+                "finished_at", "checkpoint_load_ms", "gpu_seconds", "cpu_seconds", "version"]
+
+
+def test_vm_cost_spans_equal_the_whole_history_views_over_any_range(client: Client, database: str, tmp_path: Path) -> None:
+    rng = random.Random(8)
+    start = DAY0 - timedelta(days=1)
+    facts = []
+    for n in range(160):
+        node = f"n{rng.randrange(6)}"
+        queued = start + timedelta(seconds=rng.randrange(0, 2 * 86400))
+        started = None if rng.random() < 0.1 else queued + timedelta(seconds=rng.randrange(0, 300))
+        finished = (started or queued) + timedelta(seconds=rng.randrange(1, 3 * 3600))
+        facts.append([f"task-{n}", 1, rng.choice(["finished", "failed"]), "t1", "d1", "p1", "alice", "m1", "v1", "ck1",
+                      node, f"host-{node}", {"n0": "NV6", "n1": "NV6", "n2": "NC24"}.get(node, ""), queued, started,
+                      finished, 1000, rng.random() * 3600, rng.random() * 7200, 1])
+    client.insert(f"{database}.task_facts", facts, column_names=FACT_COLUMNS)
+    load_prices(client, database, tmp_path, [price("vm_hour", "NV6", 1.2), price("vm_hour", "*", 0.7),
+                                             price("gpu_hour", "*", 2.5), price("cpu_hour", "*", 0.05)], 1)
+    for _ in range(8):
+        lo = start + timedelta(hours=rng.randrange(0, 40))
+        hi = lo + timedelta(hours=rng.randrange(1, 30))
+        params = {"lo": lo, "hi": hi}
+        span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
+        task_cols = "task_id, attempt, vm_type, vm_cost, gpu_cost, cpu_cost, total_cost, cost_basis, unpriced"
+        want = client.query(f"SELECT {task_cols} FROM {database}.cost_tasks WHERE finished_at >= {{lo:DateTime('UTC')}} "
+                            "AND finished_at < {hi:DateTime('UTC')} ORDER BY task_id", parameters=params).result_rows
+        got = client.query(f"SELECT {task_cols} FROM {database}.cost_tasks_span{span} ORDER BY task_id",
+                           parameters=params).result_rows
+        assert got == want and want, params
+        vm_cols = "hour, node_id, vm_type, active_seconds, observed_seconds, idle_seconds, active_cost, idle_cost"
+        want = client.query(f"SELECT {vm_cols} FROM {database}.vm_activity_1h WHERE hour >= {{lo:DateTime('UTC')}} "
+                            "AND hour < {hi:DateTime('UTC')} ORDER BY hour, node_id", parameters=params).result_rows
+        got = client.query(f"SELECT {vm_cols} FROM {database}.vm_activity_span{span} ORDER BY hour, node_id",
+                           parameters=params).result_rows
+        assert got == want and want, params

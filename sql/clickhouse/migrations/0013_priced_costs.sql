@@ -15,7 +15,8 @@
 -- groups or joins (the predicate does not reach usage_1h through the view's GROUP BYs otherwise). cost_usage_1h is
 -- now that over all time, unchanged in its columns and values. cost_span(lo, hi, step) reads costs like usage_span
 -- reads usage: whole days from costs_1d, the hours at the edges from costs_1h (hours only when step is not a
--- multiple of a day). Costs are the same Decimal(38, 12) as the views': a day's row is the exact sum of its hours.
+-- multiple of a day), with the window's start as `hour` too, the name cost_usage_1h readers use. Costs are the same
+-- Decimal(38, 12) as the views': a day's row is the exact sum of its hours.
 
 CREATE OR REPLACE VIEW {{database}}.cost_usage_span AS
 WITH
@@ -229,11 +230,11 @@ SELECT DISTINCT toDate(window_start), 'usage' FROM {{database}}.usage_1d;
 CREATE OR REPLACE VIEW {{database}}.cost_span AS
 WITH {lo:DateTime('UTC')} AS lo, {hi:DateTime('UTC')} AS hi, {step:UInt32} AS step,
      if(step % 86400 = 0, toStartOfDay(lo + 86399), hi) AS d_lo, greatest(if(step % 86400 = 0, toStartOfDay(hi), hi), d_lo) AS d_hi
-SELECT * FROM {{database}}.costs_1d
+SELECT *, window_start AS hour FROM {{database}}.costs_1d
 WHERE window_start >= d_lo AND window_start < d_hi
 UNION ALL
 WITH {lo:DateTime('UTC')} AS lo, {hi:DateTime('UTC')} AS hi, {step:UInt32} AS step,
      if(step % 86400 = 0, toStartOfDay(lo + 86399), hi) AS d_lo, greatest(if(step % 86400 = 0, toStartOfDay(hi), hi), d_lo) AS d_hi,
      toStartOfHour(lo + 3599) AS h_lo, greatest(toStartOfHour(hi), h_lo) AS h_hi
-SELECT * FROM {{database}}.costs_1h
+SELECT *, window_start AS hour FROM {{database}}.costs_1h
 WHERE window_start >= h_lo AND window_start < h_hi AND NOT (window_start >= d_lo AND window_start < d_hi);

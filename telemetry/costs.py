@@ -1,7 +1,8 @@
 """Priced cost tables: costs_1h and costs_1d filled from cost_usage_span, one whole UTC day at a time.
 
-A day is recomputed into a side table and swapped in with REPLACE PARTITION, so readers see a day's old rows or its
-new ones; which days is what cost_dirty_days noted since the last run (usage inserts, catalogue versions loaded).
+Days are recomputed into a side table (a run of consecutive days per query) and swapped in day by day with REPLACE
+PARTITION, so readers see a day's old rows or its new ones; which days is what cost_dirty_days noted since the last
+run (usage inserts, catalogue versions loaded).
 `python -m telemetry.costs refresh` runs once, or every --every seconds; `--all` reprices every day with usage.
 """
 
@@ -73,35 +74,61 @@ def note_days(client: Client, database: str, days: Iterable[date], reason: str) 
         client.insert(f"{database}.cost_dirty_days", rows, column_names=["day", "reason"])
 
 
-def price_day(client: Client, database: str, day: date, version: int) -> int:
-    """Recompute one UTC day of costs_1h and costs_1d; returns the costs_1h rows written."""
-    lo = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+def runs_of_days(days: Iterable[date], longest: int = 31) -> list[list[date]]:
+    """Sorted days cut into runs of consecutive days, at most `longest` each: one pricing query per run."""
+    runs: list[list[date]] = []
+    for day in sorted(set(days)):
+        if runs and day - runs[-1][-1] == timedelta(days=1) and len(runs[-1]) < longest:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def price_days(client: Client, database: str, days: list[date], version: int) -> int:
+    """Recompute consecutive UTC days of costs_1h and costs_1d, each day's partition swapped in whole; returns the
+    costs_1h rows written."""
+    lo = datetime(days[0].year, days[0].month, days[0].day, tzinfo=timezone.utc)
+    hi = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=timezone.utc) + timedelta(days=1)
     suffix = uuid.uuid4().hex[:12]
     stage_h, stage_d = f"{database}.costs_1h_stage_{suffix}", f"{database}.costs_1d_stage_{suffix}"
-    partition = f"'{day.isoformat()}'"
     client.command(f"CREATE TABLE {stage_h} AS {database}.costs_1h")
     client.command(f"CREATE TABLE {stage_d} AS {database}.costs_1d")
     try:
         client.command(
             f"INSERT INTO {stage_h} SELECT *, {{version:UInt32}}, now64(3) "
             f"FROM {database}.cost_usage_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}})",
-            parameters={"version": version, "lo": lo, "hi": lo + timedelta(days=1)})
-        rows = int(client.command(f"SELECT count() FROM {stage_h}"))
+            parameters={"version": version, "lo": lo, "hi": hi})
         client.command(f"INSERT INTO {stage_d} {_DAY_SQL.format(table=stage_h)}")
-        for target, stage in ((f"{database}.costs_1h", stage_h), (f"{database}.costs_1d", stage_d)):
-            if rows:
-                client.command(f"ALTER TABLE {target} REPLACE PARTITION {partition} FROM {stage}")
-            else:  # a day without usage (REPLACE from an empty table is refused by default on 26.x)
-                client.command(f"ALTER TABLE {target} DROP PARTITION {partition}")
-        return rows
+        counts = dict(client.query(f"SELECT toDate(window_start) AS day, count() FROM {stage_h} GROUP BY day").result_rows)
+        for day in days:
+            partition = f"'{day.isoformat()}'"
+            for target, stage in ((f"{database}.costs_1h", stage_h), (f"{database}.costs_1d", stage_d)):
+                if counts.get(day):
+                    client.command(f"ALTER TABLE {target} REPLACE PARTITION {partition} FROM {stage}")
+                else:  # a day without usage (REPLACE from an empty partition is refused by default on 26.x)
+                    client.command(f"ALTER TABLE {target} DROP PARTITION {partition}")
+        return sum(counts.values())
     finally:
         client.command(f"DROP TABLE IF EXISTS {stage_h}")
         client.command(f"DROP TABLE IF EXISTS {stage_d}")
 
 
+def rebuild_price_periods(client: Client, database: str) -> None:
+    """price_periods := price_in_force, swapped in whole."""
+    stage = f"{database}.price_periods_stage_{uuid.uuid4().hex[:12]}"
+    client.command(f"CREATE TABLE {stage} AS {database}.price_periods")
+    try:
+        client.command(f"INSERT INTO {stage} SELECT * FROM {database}.price_in_force")
+        client.command(f"EXCHANGE TABLES {database}.price_periods AND {stage}")
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {stage}")
+
+
 def refresh(client: Client, database: str, days: list[date] | None = None, all_days: bool = False,
             say: Callable[[str], None] = print) -> RefreshResult:
     """Price the given days, else every day with usage (all_days), else the days noted since the last run."""
+    rebuild_price_periods(client, database)
     version = catalogue_version(client, database)
     started = time.monotonic()
     until = None
@@ -110,12 +137,12 @@ def refresh(client: Client, database: str, days: list[date] | None = None, all_d
             days = days_with_usage(client, database)
         else:
             days, until = dirty_days(client, database)
-    total = 0
-    for n, day in enumerate(sorted(set(days)), 1):
-        total += price_day(client, database, day, version)
-        if n % 10 == 0 or n == len(days):
-            say(f"priced {n}/{len(days)} days ({total} hour rows) with catalogue version {version}, "
-                f"{time.monotonic() - started:.1f} s")
+    total = done = 0
+    for run in runs_of_days(days):
+        total += price_days(client, database, run, version)
+        done += len(run)
+        say(f"priced {done}/{len(set(days))} days ({total} hour rows) with catalogue version {version}, "
+            f"{time.monotonic() - started:.1f} s")
     client.insert(f"{database}.cost_refreshes", [[until or EPOCH, sorted(set(days)), total, version]],
                   column_names=["noted_until", "days", "rows", "catalogue_version"])
     if not days:

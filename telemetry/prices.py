@@ -355,9 +355,9 @@ def load(
         wanted = max(same) if same else max(loaded, default=0) + 1
     if wanted in loaded:
         if loaded[wanted] == keys:
-            say(f"version {wanted} is already loaded with these {len(keys)} prices: nothing to do")
             if not dry_run and client.command(f"EXISTS TABLE {database}.costs_1h"):
                 costs.refresh(client, database, say=say)  # usage inserted since the last refresh gets its costs
+            say(f"version {wanted} is already loaded with these {len(keys)} prices: nothing to do")
             return LoadResult(wanted, 0, True)
         differ = len(loaded[wanted] ^ keys)
         raise CatalogueError(

@@ -1,7 +1,7 @@
 -- VM costs over a span (issue 16): cost_tasks and vm_activity_1h (0006, 0009) sweep every node's whole history
 -- whatever range is asked (a time filter narrows the answer, not the work), and hit the memory cap over a year.
 -- cost_tasks_span(lo, hi) and vm_activity_span(lo, hi) compute the same columns from the task facts near the span
--- only, which the task_facts layout of 0011 prunes by month:
+-- only, which the task_facts layout of 0011 prunes by month, with prices from price_periods (0013):
 --   * vm_activity_span: the hours in [lo, hi). A node's coverage within the span depends only on the attempts that
 --     intersect it widened by the 15-minute silence an island bridges, so it is exact for attempts shorter than a day
 --     (longer ones that end more than a day after hi are not seen).
@@ -59,7 +59,7 @@ WITH
     (
         SELECT kind, item, toUnixTimestamp64Milli(valid_from) AS from_ms, toUnixTimestamp64Milli(valid_to) AS to_ms,
                unit_price
-        FROM {{database}}.price_in_force
+        FROM {{database}}.price_periods
     ),
     shares AS
     (
@@ -238,7 +238,7 @@ WITH
     prices AS
     (
         SELECT item, toUnixTimestamp64Milli(valid_from) AS from_ms, toUnixTimestamp64Milli(valid_to) AS to_ms, unit_price
-        FROM {{database}}.price_in_force
+        FROM {{database}}.price_periods
         WHERE kind = 'vm_hour'
     ),
     joined AS

@@ -182,40 +182,13 @@ ORDER BY (window_start, tenant_id, department_id, project_id, user_id, model, mo
 TTL window_start + INTERVAL {{retention_months}} MONTH
 COMMENT 'cost_usage_1h priced once per day by telemetry.costs; read with sum() and GROUP BY';
 
-CREATE TABLE IF NOT EXISTS {{database}}.costs_1d
-(
-    window_start        DateTime('UTC') COMMENT 'start of the UTC day',
-    tenant_id           LowCardinality(String),
-    department_id       LowCardinality(String),
-    project_id          LowCardinality(String),
-    user_id             LowCardinality(String),
-    model               LowCardinality(String) COMMENT 'base model',
-    model_version       LowCardinality(String),
-    checkpoint_id       LowCardinality(String) COMMENT 'applied checkpoint; for weight loads the base weights',
-    requests            UInt64 COMMENT 'LLM requests',
-    tokens_in           UInt64,
-    tokens_out          UInt64,
-    gpu_seconds         Decimal(38, 6) COMMENT 'allocated GPU-seconds (credit families, the larger of Workflow and Kubernetes)',
-    cpu_seconds         Decimal(38, 6) COMMENT 'allocated core-seconds (credit families, the larger of Workflow and Kubernetes)',
-    loads               UInt64 COMMENT 'finished weight / checkpoint loads',
-    load_bytes          UInt64 COMMENT 'bytes loaded, cache hits included',
-    load_transfer_bytes UInt64 COMMENT 'bytes read from storage (cache misses): what load_cost prices',
-    token_cost          Decimal(38, 12) COMMENT 'tokens_in / 1000 x tokens_in_1k + tokens_out / 1000 x tokens_out_1k',
-    gpu_cost            Decimal(38, 12) COMMENT 'gpu_seconds / 3600 x gpu_hour',
-    cpu_cost            Decimal(38, 12) COMMENT 'cpu_seconds / 3600 x cpu_hour',
-    load_cost           Decimal(38, 12) COMMENT 'load_transfer_bytes / 1e9 x transfer_gb',
-    total_cost          Decimal(38, 12) COMMENT 'token_cost + gpu_cost + cpu_cost + load_cost',
-    wkf_credits         Decimal(38, 6) COMMENT 'credits the Workflow service charged for the row''s usage',
-    kuber_credits       Decimal(38, 6) COMMENT 'credits Kubernetes charged for it: a second report of the same allocation, never to be added to wkf_credits',
-    unpriced            Array(String) COMMENT 'kind:item of usage in this row without a price in force, e.g. tokens_in_1k:xumi-base-7b',
-    catalogue_version   UInt32 COMMENT 'highest price_catalogue version loaded when the row was priced: the catalogue it used is every version up to it',
-    priced_at           DateTime64(3, 'UTC') COMMENT 'when telemetry.costs computed the row'
-)
+CREATE TABLE IF NOT EXISTS {{database}}.costs_1d AS {{database}}.costs_1h
 ENGINE = MergeTree
 PARTITION BY toDate(window_start)
 ORDER BY (window_start, tenant_id, department_id, project_id, user_id, model, model_version, checkpoint_id)
 TTL window_start + INTERVAL {{retention_months}} MONTH
 COMMENT 'costs_1h summed per UTC day and key; read with sum() and GROUP BY';
+ALTER TABLE {{database}}.costs_1d COMMENT COLUMN window_start 'start of the UTC day';
 
 CREATE TABLE IF NOT EXISTS {{database}}.cost_dirty_days
 (

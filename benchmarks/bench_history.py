@@ -43,7 +43,7 @@ from dev.chdb_server.users import write_users  # noqa: E402
 from services.api.permissions import ROLES  # noqa: E402
 from services.api.routers import infra, performance, tasks, usage  # noqa: E402
 from services.api.routers import access as access_router  # noqa: E402
-from telemetry import prices  # noqa: E402
+from telemetry import costs, prices  # noqa: E402
 from telemetry.migrate import migrate  # noqa: E402
 from telemetry.settings import REPO_ROOT  # noqa: E402
 
@@ -515,6 +515,11 @@ def prepare(writer: Client, db: str, vol: Volume, now: datetime, say: Callable[[
     generate(writer, db, vol, now, say)
     t = time.monotonic()
     prices.load(writer, db, prices.read_catalogue(PRICES), say=lambda line: say("  " + line) if "priced" in line else None)
+    # the rollups were generated directly, so no insert noted their days: those the catalogue does not cover (usage
+    # without a price, shown as unpriced) are priced here, as the refresher would price them
+    priced = {row[0] for row in writer.query(f"SELECT DISTINCT toDate(window_start) FROM {db}.costs_1d").result_rows}
+    rest = [day for day in costs.days_with_usage(writer, db) if day not in priced]
+    costs.refresh(writer, db, rest, say=lambda _: None)
     say(f"price catalogue loaded, {vol.days} days priced into costs_1h / costs_1d in {time.monotonic() - t:.0f} s")
 
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable, Iterable
 
 from clickhouse_connect.driver.client import Client
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="price this UTC day (repeatable) instead of the noted ones")
     run.add_argument("--every", type=float, metavar="SECONDS",
                      help="keep running, one refresh every SECONDS (a service); default: once")
+    run.add_argument("--alive-file", type=Path, metavar="PATH",
+                     help="touched after every refresh that succeeded (a container health check reads its age)")
     args = parser.parse_args(argv)
     if args.every is not None and args.every <= 0:
         parser.error(f"--every {args.every}: give a positive number of seconds")
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             refresh(client, database, args.day, args.all)
+            if args.alive_file is not None:
+                args.alive_file.touch()
             if args.every is None:
                 return 0
             time.sleep(args.every)

@@ -134,32 +134,38 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def role_summaries(db: str) -> dict[str, str]:
+    """The summary's queries per role, title -> SQL with {since:UInt32} / {until:UInt32} (epoch seconds); each reads the
+    coarsest table that answers it (benchmarks/bench_history.py times them over a year of history)."""
+    return {
+        "Financial Director: top users by GPU-seconds (credits)": f"""
+            SELECT user_id, department_id, round(sum(wkf_gpu_seconds + kuber_gpu_seconds), 1) AS gpu_seconds,
+                   round(sum(credits), 4) AS credits
+            FROM {db}.usage_span(lo = toDateTime({{since:UInt32}}), hi = toDateTime({{until:UInt32}}), step = 86400)
+            GROUP BY user_id, department_id ORDER BY gpu_seconds DESC LIMIT 5""",
+        "Pipeline TD: model x checkpoint failure rate and p95 inference time": f"""
+            SELECT base_model, checkpoint_id, count() AS runs, round(countIf(status = 'failed') / count(), 3) AS failure_rate,
+                   quantile(0.95)(inference_ms) AS p95_inference_ms
+            FROM {db}.task_facts FINAL WHERE status IN ('finished', 'failed') AND {in_span('finished_at')}
+            GROUP BY base_model, checkpoint_id ORDER BY runs DESC LIMIT 5""",
+        "Admin: VM types: task runs, busy seconds, enrichment": f"""
+            SELECT vm_type, count() AS runs, round(sum(total_ms) / 1000, 1) AS busy_seconds,
+                   groupUniqArray(enrichment_status) AS enrichment
+            FROM {db}.task_facts FINAL WHERE {in_span('finished_at')}
+            GROUP BY vm_type ORDER BY runs DESC""",
+        "Pipeline health: DLQ by reason": f"""
+            SELECT reason, count() AS records FROM {db}.dlq_events FINAL WHERE {in_span('ts')}
+            GROUP BY reason ORDER BY records DESC""",
+    }
+
+
 def summary(ch: Any, db: str, span: dict[str, int]) -> None:
-    def table(title: str, sql: str) -> None:
+    for title, sql in role_summaries(db).items():
         result = ch.query(sql, parameters=span)
         print(f"\n  {title}")
         print("    " + " | ".join(result.column_names))
         for row in result.result_rows:
             print("    " + " | ".join(cell(v) for v in row))
-
-    table("Financial Director: top users by GPU-seconds (credits)", f"""
-        SELECT user_id, department_id, round(sum(wkf_gpu_seconds + kuber_gpu_seconds), 1) AS gpu_seconds,
-               round(sum(credits), 4) AS credits
-        FROM {db}.usage_10s WHERE {in_span('window_start')}
-        GROUP BY user_id, department_id ORDER BY gpu_seconds DESC LIMIT 5""")
-    table("Pipeline TD: model x checkpoint failure rate and p95 inference time", f"""
-        SELECT base_model, checkpoint_id, count() AS runs, round(countIf(status = 'failed') / count(), 3) AS failure_rate,
-               quantile(0.95)(inference_ms) AS p95_inference_ms
-        FROM {db}.task_facts FINAL WHERE status IN ('finished', 'failed') AND {in_span('finished_at')}
-        GROUP BY base_model, checkpoint_id ORDER BY runs DESC LIMIT 5""")
-    table("Admin: VM types: task runs, busy seconds, enrichment", f"""
-        SELECT vm_type, count() AS runs, round(sum(total_ms) / 1000, 1) AS busy_seconds,
-               groupUniqArray(enrichment_status) AS enrichment
-        FROM {db}.task_facts FINAL WHERE {in_span('finished_at')}
-        GROUP BY vm_type ORDER BY runs DESC""")
-    table("Pipeline health: DLQ by reason", f"""
-        SELECT reason, count() AS records FROM {db}.dlq_events FINAL WHERE {in_span('ts')}
-        GROUP BY reason ORDER BY records DESC""")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,6 +159,10 @@ def replace_usage(client: Client, database: str, span: Range, rows: Iterable[dic
             for month in span.months:
                 client.command(f"ALTER TABLE {database}.{table} REPLACE PARTITION {month} FROM {stage}")
             say(f"backfill: {table}: partitions {', '.join(map(str, span.months))} replaced")
+        # REPLACE PARTITION runs no materialized view: the priced cost tables learn of the new usage here
+        if client.command(f"EXISTS TABLE {database}.cost_dirty_days"):
+            client.command(f"INSERT INTO {database}.cost_dirty_days (day, reason) SELECT DISTINCT toDate(window_start), "
+                           f"'backfill' FROM {staging[ROLLUPS[-1]]}")
         return inserted
     finally:
         for stage in staging.values():

@@ -23,7 +23,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from telemetry import clickhouse, settings
+from telemetry import clickhouse, costs, settings
 
 TABLE = "price_catalogue"
 # Units are in the kind's name; the migration's header says what each is matched against.
@@ -355,6 +355,8 @@ def load(
         wanted = max(same) if same else max(loaded, default=0) + 1
     if wanted in loaded:
         if loaded[wanted] == keys:
+            if not dry_run and client.command(f"EXISTS TABLE {database}.costs_1h"):
+                costs.refresh(client, database, say=say)  # usage inserted since the last refresh gets its costs
             say(f"version {wanted} is already loaded with these {len(keys)} prices: nothing to do")
             return LoadResult(wanted, 0, True)
         differ = len(loaded[wanted] ^ keys)
@@ -380,6 +382,8 @@ def load(
     )
     say(f"loaded version {wanted}: {len(rows)} prices from {catalogue.source.name} into {database}.{TABLE}; "
         "cost_usage_1h, cost_tasks and vm_activity_1h price all history with them now")
+    if client.command(f"EXISTS TABLE {database}.costs_1h"):
+        costs.reprice_version(client, database, wanted, say)
     return LoadResult(wanted, len(rows), False)
 
 

@@ -17,7 +17,7 @@ from types import FrameType
 from telemetry import settings
 from dev.chdb_server.engine import Engine
 from dev.chdb_server.server import bind, log
-from dev.chdb_server.users import load_users
+from dev.chdb_server.users import load_users, reader_profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir = settings.load().state_dir
         path: Path = args.path or state_dir / "clickhouse" / "data"
         users = load_users(args.users or state_dir / "clickhouse" / "users.yaml")
+        profile = reader_profile()
     except (settings.SettingsError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     server.users = users
     path.mkdir(parents=True, exist_ok=True)
     try:
-        server.engine = Engine(path.resolve())
+        server.engine = Engine(path.resolve(), profile)
     except Exception as exc:  # chdb refuses a directory another process has open, among others
         server.server_close()
         print(f"error: cannot open the chdb data directory {path}: {exc}", file=sys.stderr)

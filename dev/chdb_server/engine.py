@@ -6,6 +6,7 @@ next request, so nothing one client asks for leaks into another's queries.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ def _identifier(name: str) -> str:
 class Engine:
     """Owns the chdb session at `path`; `execute` is safe to call from many threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reader_profile: dict[str, str] | None = None) -> None:
         self._session: chdb_session.Session | None = chdb_session.Session(str(path))
         self._lock = threading.Lock()
         self._applied: dict[str, str] = {}  # settings currently SET on the session by a request
@@ -46,6 +47,22 @@ class Engine:
         self._session.query("SET implicit_select = 0, allow_introspection_functions = 0", "TabSeparated")
         row = self._session.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
         self.version, self.timezone = row.rstrip("\n").split("\t")
+        self.reader_settings = self._expand(reader_profile or {})
+
+    def _expand(self, profile: dict[str, str]) -> dict[str, str]:
+        """The profile as explicit settings: `compatibility` becomes every setting whose default it changes, since
+        setting it back to its default does not undo them, and requests of other users must not inherit them."""
+        assert self._session is not None
+        settings = {name: value for name, value in profile.items() if name != "compatibility"}
+        if "compatibility" not in profile:
+            return settings
+        changed = "SELECT name, value FROM system.settings WHERE changed FORMAT JSONCompact"
+        before = dict(json.loads(self._session.query(changed, "JSONCompact").bytes())["data"])
+        self._session.query(f"SET compatibility = {_literal(profile['compatibility'])}", "TabSeparated")
+        after = dict(json.loads(self._session.query(changed, "JSONCompact").bytes())["data"])
+        implied = {name: value for name, value in after.items() if before.get(name) != value}
+        self._session.query("SET " + ", ".join(f"{name} = DEFAULT" for name in implied), "TabSeparated")
+        return {**implied, **settings}
 
     def close(self) -> None:
         with self._lock:
@@ -53,13 +70,14 @@ class Engine:
                 self._session.close()
                 self._session = None
 
-    def execute(self, request: QueryRequest, statement: Statement) -> Outcome:
+    def execute(self, request: QueryRequest, statement: Statement, reader: bool = False) -> Outcome:
+        """Run one statement; a reader's gets the reader profile's settings under the request's own."""
         with self._lock:
             session = self._session
             if session is None:
                 raise ClickHouseError(STD_EXCEPTION, "The dev server is shutting down")
             self._use(session, request.database)
-            self._apply_settings(session, request.settings)
+            self._apply_settings(session, {**self.reader_settings, **request.settings} if reader else request.settings)
             try:
                 if statement.insert_format is not None:
                     with session.send_insert(statement.sql.decode(), statement.insert_format) as inserter:

@@ -77,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
                 check_statement(user, statement.keyword, statement.sql.decode("utf-8", errors="replace"))
             except AccessError as exc:
                 raise protocol.ClickHouseError(exc.code, exc.message) from None
-            outcome = engine.execute(request, statement)
+            outcome = engine.execute(request, statement, reader=user.readonly)
         except protocol.ClickHouseError as exc:
             self._error(method, started, query_id, exc)
             return

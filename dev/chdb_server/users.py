@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import xml.etree.ElementTree as ET
+
 import yaml
 
 from telemetry import sqltext
+from telemetry.settings import REPO_ROOT
+
+# Production's reader profile; its settings (all but readonly, which `readonly: true` here stands for) apply to
+# every read-only user of the dev server, so panels and the API run here under the settings they get in production.
+READER_PROFILE = REPO_ROOT / "sql" / "clickhouse" / "users.d" / "reader.xml"
 
 AUTHENTICATION_FAILED = 516
 ACCESS_DENIED = 497
@@ -39,6 +46,17 @@ DENIED_CALLS = frozenset(name.lower() for name in (
 ))
 # Statements that act on the server process itself or on its files.
 DENIED_KEYWORDS = frozenset({"SYSTEM", "KILL", "BACKUP", "RESTORE", "ATTACH", "DETACH"})
+
+
+def reader_profile(path: Path = READER_PROFILE) -> dict[str, str]:
+    """The settings of the `reader` profile in a ClickHouse users.d file, readonly left out."""
+    try:
+        profile = ET.parse(path).getroot().find("./profiles/reader")
+    except (OSError, ET.ParseError) as exc:
+        raise ValueError(f"{path}: not a ClickHouse users file ({exc})") from exc
+    if profile is None:
+        raise ValueError(f"{path}: no <profiles><reader> element")
+    return {child.tag: (child.text or "").strip() for child in profile if child.tag != "readonly"}
 
 
 class AccessError(Exception):

@@ -23,7 +23,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.summary import QuerySummary
 
 from telemetry.settings import REPO_ROOT
-from dev.chdb_server.users import DENIED_CALLS, write_users
+from dev.chdb_server.users import DENIED_CALLS, reader_profile, write_users
 from tests.conftest import DevClickHouse, with_login
 
 
@@ -312,6 +312,21 @@ def test_the_reader_reads_and_changes_nothing(clickhouse_dev: DevClickHouse, dat
         reader.insert("r", [[1]])
     assert caught.value.code == 164
     assert connect(clickhouse_dev.writer, database=database).command("SELECT count() FROM r") == 0
+
+
+def test_readers_get_the_production_reader_profile_and_writers_do_not(clickhouse_dev: DevClickHouse) -> None:
+    # reader.xml pins compatibility = 25.8 (production's image): on the 26.9 engine that turns partition pruning under
+    # FINAL back on for readers. Alternating requests must not leak the profile into the writer's session settings.
+    profile = reader_profile()
+    assert profile["compatibility"] == "25.8"
+    query = "SELECT getSetting('defer_partition_pruning_after_final'), getSetting('compatibility')"
+    reader, writer = connect(clickhouse_dev.reader), connect(clickhouse_dev.writer)
+    for _ in range(2):
+        assert reader.query(query).result_rows == [(False, "25.8")]
+        assert writer.query(query).result_rows == [(True, "")]
+    # a reader may still send a setting of its own per query; it wins over the profile for that query only
+    assert reader.query(query, settings={"defer_partition_pruning_after_final": 1}).result_rows == [(True, "25.8")]
+    assert reader.query(query).result_rows == [(False, "25.8")]
 
 
 def outside_reaching_statements(seed: int, n: int) -> list[str]:

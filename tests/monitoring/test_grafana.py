@@ -23,6 +23,8 @@ import yaml
 from pipeline import sketch
 from services.loader.metrics import LoaderMetrics
 from telemetry.settings import REPO_ROOT
+from dev import grafana_sql
+from dev.grafana_sql import ALL, VARIABLE_REF, expand_variables, panels
 from dev.stack.prometheus import SCRAPE_INTERVAL
 from tests.conftest import DevClickHouse
 from tests.support.fixtures_job import SEED, SIM_START, simulated_nodes
@@ -42,21 +44,10 @@ START = datetime.fromisoformat(SIM_START.replace("Z", "+00:00")).replace(minute=
 END = START + timedelta(hours=1)
 # Grafana's $__interval for a 1 h range at ~1000 data points rounds to 5 s; a panel's min interval raises it.
 AUTO_INTERVAL_S = 5
-# A variable reference: ${name}, ${name:format}, $name or [[name]]; $__... are Grafana's and the plugin's macros.
-VARIABLE_REF = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)|\[\[(\w+)(?::(\w+))?\]\]")
-MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
-ALL = "$__all"
 
 
 def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, those inside collapsed rows too."""
-    for panel in board.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
 
 
 def seconds(duration: str) -> int:
@@ -103,54 +94,9 @@ TARGETS = [Target(path.stem, panel, target) for path in DASHBOARD_FILES for pane
 # Variables and macros, expanded the way Grafana and the ClickHouse plugin do
 
 
-def grafana_regex_escape(value: str) -> str:
-    """Grafana's escaping of a value for the :regex format."""
-    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(0), value)
-
-
-def expand_variables(text: str, selected: dict[str, list[str]], variables: dict[str, dict[str, Any]]) -> str:
-    """Template variables replaced by the selected values; ALL stands for every option (or the allValue)."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(3) or match.group(4)
-        fmt = match.group(2) or match.group(5)
-        if name.startswith("__"):
-            return match.group(0)  # a macro, expanded afterwards
-        chosen = selected[name]
-        if chosen == [ALL] and variables[name].get("allValue"):
-            return variables[name]["allValue"]  # Grafana passes a custom all value unformatted
-        values = variables[name]["options"] if chosen == [ALL] else chosen
-        if fmt == "singlequote":
-            return ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
-        if fmt == "regex":
-            escaped = [grafana_regex_escape(v) for v in values]
-            return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
-        raise AssertionError(f"variable {name} used with format {fmt!r}: use :singlequote in SQL, :regex in PromQL")
-
-    return VARIABLE_REF.sub(value, text)
-
-
 def expand_clickhouse_macros(sql: str, interval_s: int) -> str:
-    """The ClickHouse plugin's macros (pkg/macros/macros.go) for the range START..END."""
-    start, end = int(START.timestamp()), int(END.timestamp())
-
-    def macro(match: re.Match[str]) -> str:
-        name, arg = match.group(1), (match.group(2) or "").strip()
-        expansions = {
-            "fromTime": f"toDateTime({start})",
-            "toTime": f"toDateTime({end})",
-            "fromTime_ms": f"fromUnixTimestamp64Milli({start * 1000})",
-            "toTime_ms": f"fromUnixTimestamp64Milli({end * 1000})",
-            "timeFilter": f"{arg} >= toDateTime({start}) AND {arg} <= toDateTime({end})",
-            "timeFilter_ms": f"{arg} >= fromUnixTimestamp64Milli({start * 1000}) AND {arg} <= "
-                             f"fromUnixTimestamp64Milli({end * 1000})",
-            "timeInterval": f"toStartOfInterval(toDateTime({arg}), INTERVAL {interval_s} second)",
-            "interval_s": str(interval_s),
-        }
-        assert name in expansions, f"macro $__{name} is not one the ClickHouse plugin expands here"
-        return expansions[name]
-
-    return MACRO.sub(macro, sql)
+    """The ClickHouse plugin's macros for the range START..END of the test."""
+    return grafana_sql.expand_clickhouse_macros(sql, START, END, interval_s)
 
 
 def expand_prometheus_globals(expr: str, interval_s: int, scrape_s: int) -> str:

@@ -53,6 +53,26 @@ def in_windows(where: Where, column: str, rng: TimeRange, seconds: int) -> Where
                      f"AND {column} < {{until:DateTime('UTC')}}", since=rng.start, until=rng.end)
 
 
+def usage_span(rng: TimeRange, seconds: int = 60, step: int = 86400) -> str:
+    """usage_span over the windows `seconds` long that overlap [from, to) (pair with in_windows for the same
+    parameters): each instant read from the coarsest rollup whose windows divide `step`."""
+    lo = f"toStartOfInterval({{since:DateTime('UTC')}}, toIntervalSecond({int(seconds)}))"
+    hi = f"toStartOfInterval({{until:DateTime('UTC')}} + {int(seconds) - 1}, toIntervalSecond({int(seconds)}))"
+    return f"{{db}}.usage_span(lo = {lo}, hi = {hi}, step = {int(step)})"
+
+
+def cost_span(step: int) -> str:
+    """cost_span over the hours that overlap [from, to): priced days and edge hours (step 86400), or hours (3600)."""
+    return ("{db}.cost_span(lo = toStartOfHour({since:DateTime('UTC')}), hi = toStartOfHour({until:DateTime('UTC')} "
+            f"+ 3599), step = {int(step)})")
+
+
+def span(view: str, hours: bool = False) -> str:
+    """A VM cost span view over [from, to) (the hours that overlap it with hours=True)."""
+    lo = "toStartOfHour({since:DateTime64(3, 'UTC')})" if hours else "toDateTime({since:DateTime64(3, 'UTC')})"
+    return f"{{db}}.{view}(lo = {lo}, hi = toDateTime({{until:DateTime64(3, 'UTC')}}) + 1)"
+
+
 def id_filter(where: Where, name: str, value: str | None, column: str) -> Where:
     if value is not None:
         where.add(f"{column} = {{{name}:String}}", **{name: identifier(name, value)})

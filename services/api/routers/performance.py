@@ -13,7 +13,7 @@ from services.api.app import JsonBody, Scope, page, requires, single
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
 from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, in_range,
-                                         in_windows, tenant_where)
+                                         in_windows, tenant_where, usage_span)
 from services.api.routers.models import ErrorRow, MinuteRow, ModelRow, Page, Retention, Single
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -48,7 +48,7 @@ async def performance(request: Request, scope: Scope = Depends(requires(Metric.M
     llm = {(r["tenant_id"], r["model"], r["model_version"], r["checkpoint_id"]): r for r in await scope.ch.query(f"""
         SELECT tenant_id, model, model_version, checkpoint_id, sum(requests) AS requests, sum(errors) AS errors,
                sumMap(latency_hist) AS hist
-        FROM {{db}}.usage_1m {requests.sql()}
+        FROM {usage_span(rng)} {requests.sql()}
         GROUP BY tenant_id, model, model_version, checkpoint_id HAVING requests > 0""", requests.params)}
     out = []
     for row in rows:
@@ -99,7 +99,7 @@ async def errors_top(request: Request, scope: Scope = Depends(requires(Metric.ER
         SELECT source, error_type, count, count / sum(count) OVER (PARTITION BY source) AS share
         FROM (
             SELECT 'request' AS source, kv.1 AS error_type, toUInt64(sum(kv.2)) AS count
-            FROM {{db}}.usage_1m ARRAY JOIN CAST(errors_by_type, 'Array(Tuple(String, UInt64))') AS kv {usage.sql()}
+            FROM {usage_span(rng)} ARRAY JOIN CAST(errors_by_type, 'Array(Tuple(String, UInt64))') AS kv {usage.sql()}
             GROUP BY error_type
             UNION ALL
             SELECT 'task' AS source, if(error_type = '', '(none)', error_type) AS error_type, count() AS count

@@ -9,8 +9,8 @@ from services.api.app import JsonBody, Scope, money, page, requires
 from services.api.params import DIMENSION_COLUMNS, USAGE_SOURCE, Dimension, Granularity
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
-from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filter, id_filters,
-                                         in_range, in_windows, show_people, tenant_where, user_filter)
+from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, cost_span, id_filter, id_filters,
+                                         in_range, in_windows, show_people, span, tenant_where, user_filter)
 from services.api.routers.models import CostRow, Page, RunCostRow, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["usage and cost"])
@@ -65,9 +65,10 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
           to: str | None = TO_QUERY, granularity: Granularity = Granularity.DAY, group_by: list[Dimension] = GROUP_QUERY,
           department: str | None = None, project: str | None = None, user: str | None = None, model: str | None = None,
           limit: int | None = LIMIT_QUERY, offset: int | None = OFFSET_QUERY) -> JsonBody:
-    """Token, GPU, CPU and checkpoint-load cost (cost_usage_1h: usage x the unit prices in force at each hour) of
-    the hours that overlap [from, to), summed per bucket; exact decimals (strings) in the catalogue's currency.
-    Priced per hour: no minute buckets."""
+    """Token, GPU, CPU and checkpoint-load cost (usage x the unit prices in force at each hour) of the hours that
+    overlap [from, to), summed per bucket; exact decimals (strings) in the catalogue's currency. Read from the priced
+    tables costs_1d / costs_1h (whole days from the daily one), which `python -m telemetry.costs refresh` keeps up
+    to date: usage newer than its last run is not priced yet. Priced per hour: no minute buckets."""
     if granularity == Granularity.MINUTE:
         raise bad_parameter("granularity", "costs are priced per hour: use granularity hour, day or month")
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
@@ -85,7 +86,7 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
                sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(token_cost) AS token_cost,
                sum(gpu_cost) AS gpu_cost, sum(cpu_cost) AS cpu_cost, sum(load_cost) AS load_cost,
                sum(total_cost) AS total_cost, arraySort(groupUniqArrayArray(unpriced)) AS unpriced
-        FROM {{db}}.cost_usage_1h {where.sql()}
+        FROM {cost_span(3600 if granularity == Granularity.HOUR else 86400)} {where.sql()}
         GROUP BY {keys} ORDER BY {keys}
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
     for row in rows:
@@ -100,7 +101,7 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
 async def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
               to: str | None = TO_QUERY, model: str | None = None, limit: int | None = LIMIT_QUERY,
               offset: int | None = OFFSET_QUERY) -> JsonBody:
-    """Runs ended in [from, to) (cost_tasks): their count, run time and cost per base model x checkpoint and status,
+    """Runs ended in [from, to) (cost_tasks_span): their count, run time and cost per base model x checkpoint and status,
     so failed runs' cost stands beside successful ones'."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
@@ -110,7 +111,7 @@ async def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COS
     rows = await scope.ch.query(f"""
         SELECT {keys}, count() AS runs, sum(duration_s) AS duration_s, sum(vm_cost) AS vm_cost,
                sum(gpu_cost) AS gpu_cost, sum(cpu_cost) AS cpu_cost, sum(total_cost) AS total_cost
-        FROM {{db}}.cost_tasks {where.sql()}
+        FROM {span('cost_tasks_span')} {where.sql()}
         GROUP BY {keys} ORDER BY {keys}
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
     for row in rows:

@@ -1,0 +1,219 @@
+"""Priced cost tables: costs_1h and costs_1d filled from cost_usage_span, one whole UTC day at a time.
+
+Days are recomputed into a side table (a run of consecutive days per query) and swapped in day by day with REPLACE
+PARTITION, so readers see a day's old rows or its new ones; which days is what cost_dirty_days noted since the last
+run (usage inserts, catalogue versions loaded).
+`python -m telemetry.costs refresh` runs once, or every --every seconds; `--all` reprices every day with usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from telemetry import clickhouse, settings
+
+# Inserts that were in flight when a run read cost_dirty_days can become visible with an earlier noted_at: each run
+# takes this much before its last mark again (a day computed twice costs time, never exactness).
+OVERLAP = timedelta(minutes=5)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# costs_1d from a day of costs_1h: every quantity and cost summed (Decimal sums stay exact), unpriced items united.
+_DAY_SQL = """
+    SELECT toStartOfDay(window_start) AS day_start, tenant_id, department_id, project_id, user_id, model, model_version,
+           checkpoint_id, sum(requests), sum(tokens_in), sum(tokens_out), sum(gpu_seconds), sum(cpu_seconds), sum(loads),
+           sum(load_bytes), sum(load_transfer_bytes), sum(token_cost), sum(gpu_cost), sum(cpu_cost), sum(load_cost),
+           sum(total_cost), sum(wkf_credits), sum(kuber_credits), arraySort(groupUniqArrayArray(unpriced)),
+           max(catalogue_version), max(priced_at)
+    FROM {table}
+    GROUP BY day_start, tenant_id, department_id, project_id, user_id, model, model_version, checkpoint_id"""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    days: list[date]
+    rows: int
+    catalogue_version: int
+
+
+def catalogue_version(client: Client, database: str) -> int:
+    """The highest catalogue version loaded (0: none): the prices every version up to it define."""
+    return int(client.command(f"SELECT max(version) FROM {database}.price_catalogue") or 0)
+
+
+def dirty_days(client: Client, database: str) -> tuple[list[date], datetime]:
+    """Days noted since the last run (less OVERLAP), and the newest mark taken."""
+    last = _utc(client.query(f"SELECT max(noted_until) FROM {database}.cost_refreshes").result_rows[0][0])
+    since = max(last - OVERLAP, EPOCH) if last > EPOCH else EPOCH
+    rows = client.query(
+        f"SELECT day, max(noted_at) FROM {database}.cost_dirty_days WHERE noted_at > {{since:DateTime64(3, 'UTC')}} "
+        "GROUP BY day ORDER BY day", parameters={"since": since}).result_rows
+    until = max((_utc(noted) for _, noted in rows), default=since)
+    return [day for day, _ in rows], until
+
+
+def days_with_usage(client: Client, database: str, lo: datetime | None = None, hi: datetime | None = None) -> list[date]:
+    where = "WHERE window_start >= {lo:DateTime('UTC')} AND window_start < {hi:DateTime('UTC')}" if lo and hi else ""
+    params = {"lo": _clip(lo), "hi": _clip(hi)} if lo and hi else {}
+    return [row[0] for row in client.query(
+        f"SELECT DISTINCT toDate(window_start) AS day FROM {database}.usage_1d {where} ORDER BY day",
+        parameters=params).result_rows]
+
+
+def note_days(client: Client, database: str, days: Iterable[date], reason: str) -> None:
+    rows = [[day, reason] for day in days]
+    if rows:
+        client.insert(f"{database}.cost_dirty_days", rows, column_names=["day", "reason"])
+
+
+def runs_of_days(days: Iterable[date], longest: int = 31) -> list[list[date]]:
+    """Sorted days cut into runs of consecutive days, at most `longest` each: one pricing query per run."""
+    runs: list[list[date]] = []
+    for day in sorted(set(days)):
+        if runs and day - runs[-1][-1] == timedelta(days=1) and len(runs[-1]) < longest:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def price_days(client: Client, database: str, days: list[date], version: int) -> int:
+    """Recompute consecutive UTC days of costs_1h and costs_1d, each day's partition swapped in whole; returns the
+    costs_1h rows written."""
+    lo = datetime(days[0].year, days[0].month, days[0].day, tzinfo=timezone.utc)
+    hi = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=timezone.utc) + timedelta(days=1)
+    suffix = uuid.uuid4().hex[:12]
+    stage_h, stage_d = f"{database}.costs_1h_stage_{suffix}", f"{database}.costs_1d_stage_{suffix}"
+    client.command(f"CREATE TABLE {stage_h} AS {database}.costs_1h")
+    client.command(f"CREATE TABLE {stage_d} AS {database}.costs_1d")
+    try:
+        client.command(
+            f"INSERT INTO {stage_h} SELECT *, {{version:UInt32}}, now64(3) "
+            f"FROM {database}.cost_usage_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}})",
+            parameters={"version": version, "lo": lo, "hi": hi})
+        client.command(f"INSERT INTO {stage_d} {_DAY_SQL.format(table=stage_h)}")
+        counts = dict(client.query(f"SELECT toDate(window_start) AS day, count() FROM {stage_h} GROUP BY day").result_rows)
+        for day in days:
+            partition = f"'{day.isoformat()}'"
+            for target, stage in ((f"{database}.costs_1h", stage_h), (f"{database}.costs_1d", stage_d)):
+                if counts.get(day):
+                    client.command(f"ALTER TABLE {target} REPLACE PARTITION {partition} FROM {stage}")
+                else:  # a day without usage (REPLACE from an empty partition is refused by default on 26.x)
+                    client.command(f"ALTER TABLE {target} DROP PARTITION {partition}")
+        return sum(counts.values())
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {stage_h}")
+        client.command(f"DROP TABLE IF EXISTS {stage_d}")
+
+
+def rebuild_price_periods(client: Client, database: str) -> None:
+    """price_periods := price_in_force, swapped in whole."""
+    stage = f"{database}.price_periods_stage_{uuid.uuid4().hex[:12]}"
+    client.command(f"CREATE TABLE {stage} AS {database}.price_periods")
+    try:
+        client.command(f"INSERT INTO {stage} SELECT * FROM {database}.price_in_force")
+        client.command(f"EXCHANGE TABLES {database}.price_periods AND {stage}")
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {stage}")
+
+
+def refresh(client: Client, database: str, days: list[date] | None = None, all_days: bool = False,
+            say: Callable[[str], None] = print) -> RefreshResult:
+    """Price the given days, else every day with usage (all_days), else the days noted since the last run."""
+    rebuild_price_periods(client, database)
+    version = catalogue_version(client, database)
+    started = time.monotonic()
+    until = None
+    if days is None:
+        if all_days:
+            days = days_with_usage(client, database)
+        else:
+            days, until = dirty_days(client, database)
+    total = done = 0
+    for run in runs_of_days(days):
+        total += price_days(client, database, run, version)
+        done += len(run)
+        say(f"priced {done}/{len(set(days))} days ({total} hour rows) with catalogue version {version}, "
+            f"{time.monotonic() - started:.1f} s")
+    client.insert(f"{database}.cost_refreshes", [[until or EPOCH, sorted(set(days)), total, version]],
+                  column_names=["noted_until", "days", "rows", "catalogue_version"])
+    if not days:
+        say("costs are up to date: no day to price")
+    return RefreshResult(sorted(set(days)), total, version)
+
+
+def reprice_version(client: Client, database: str, version: int, say: Callable[[str], None] = print) -> RefreshResult:
+    """After catalogue `version` loaded: note and price again every day with usage that its periods cover."""
+    lo, hi = client.query(f"SELECT min(valid_from), max(valid_to) FROM {database}.price_catalogue WHERE version = "
+                          "{v:UInt32}", parameters={"v": version}).result_rows[0]
+    days = days_with_usage(client, database, _utc(lo), _utc(hi))
+    note_days(client, database, days, f"catalogue v{version}")
+    say(f"catalogue version {version} covers {len(days)} day(s) with usage: pricing them again")
+    return refresh(client, database, days, say=say)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _clip(value: datetime | None) -> datetime | None:
+    """DateTime holds up to 2106; the catalogue's open end (2299) means 'no end'."""
+    limit = datetime(2106, 1, 1, tzinfo=timezone.utc)
+    return None if value is None else min(_utc(value), limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m telemetry.costs",
+        description="Fill the priced cost tables costs_1h / costs_1d from usage_1h and the price catalogue, a whole "
+        "UTC day at a time: the days usage was inserted for since the last run, or those a new catalogue version "
+        "covers. ClickHouse from CLICKHOUSE_URL / CLICKHOUSE_DATABASE (the writer).")
+    parser.add_argument("--url", help=f"ClickHouse HTTP URL (default: CLICKHOUSE_URL or {settings.Settings.clickhouse_url})")
+    parser.add_argument("--database", help=f"database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("refresh", help="price the days noted since the last run (or every day: --all)")
+    run.add_argument("--all", action="store_true", help="price every day that has usage again")
+    run.add_argument("--day", action="append", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                     help="price this UTC day (repeatable) instead of the noted ones")
+    run.add_argument("--every", type=float, metavar="SECONDS",
+                     help="keep running, one refresh every SECONDS (a service); default: once")
+    run.add_argument("--alive-file", type=Path, metavar="PATH",
+                     help="touched after every refresh that succeeded (a container health check reads its age)")
+    args = parser.parse_args(argv)
+    if args.every is not None and args.every <= 0:
+        parser.error(f"--every {args.every}: give a positive number of seconds")
+    try:
+        config = settings.load()
+    except settings.SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    url, database = args.url or config.clickhouse_url, args.database or config.clickhouse_database
+    client = clickhouse.connect(config, url=url)
+    try:
+        while True:
+            refresh(client, database, args.day, args.all)
+            if args.alive_file is not None:
+                args.alive_file.touch()
+            if args.every is None:
+                return 0
+            time.sleep(args.every)
+    except ClickHouseError as exc:
+        print(f"error: ClickHouse at {url}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Priced cost tables (costs_1h / costs_1d, telemetry.costs) and the span views against the dev ClickHouse.
+
+The tables must hold exactly what the live view cost_usage_1h computes, per row and to the last decimal, after
+usage arrives, after a new catalogue version loads, and summed over any range through cost_span; usage_span must
+equal usage_10s over any range. Ranges and rows come from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from telemetry import costs
+from tests.support.databases import migrated_database
+from tests.telemetry.test_cost_model import catalogue_file, price
+from telemetry.prices import load, read_catalogue
+
+# Recent (the tables' TTL), starting a few minutes before midnight so usage spans two UTC days.
+DAY0 = (datetime.now(timezone.utc) - timedelta(days=5)).replace(hour=0, minute=0, second=0, microsecond=0)
+T0 = DAY0 - timedelta(minutes=50)
+KEY = ["tenant_id", "department_id", "project_id", "user_id", "model", "model_version", "checkpoint_id"]
+COST_COLUMNS = ["requests", "tokens_in", "tokens_out", "gpu_seconds", "cpu_seconds", "loads", "load_bytes",
+                "load_transfer_bytes", "token_cost", "gpu_cost", "cpu_cost", "load_cost", "total_cost", "wkf_credits",
+                "kuber_credits"]
+USAGE_COLUMNS = ["window_start", "tenant_id", "department_id", "project_id", "user_id", "model", "model_version",
+                 "checkpoint_id", "checkpoint_version", "requests", "tokens_in", "tokens_out", "wkf_gpu_seconds",
+                 "kuber_gpu_seconds", "wkf_cpu_seconds", "kuber_cpu_seconds", "loads", "load_cache_hits", "load_bytes",
+                 "credits"]
+
+
+@pytest.fixture(scope="module")
+def client(clickhouse_server: str) -> Iterator[Client]:
+    c = clickhouse_connect.get_client(dsn=clickhouse_server)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def database(client: Client) -> Iterator[str]:
+    with migrated_database(client, "costs") as name:
+        yield name
+
+
+def usage_rows(seed: int, n: int, start: datetime, span_s: int) -> list[list[Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        at = start + timedelta(seconds=rng.randrange(0, span_s, 10))
+        model = rng.choice(["m1", "m2", "m3"])
+        rows.append([at, rng.choice(["t1", "t2"]), rng.choice(["d1", "d2"]), rng.choice(["p1", "p2", "p3"]),
+                     rng.choice(["alice", "bob", "carol"]), model, "v1", rng.choice(["", "ck1"]), "1",
+                     rng.randrange(0, 5), rng.randrange(0, 5000), rng.randrange(0, 3000),
+                     Decimal(rng.randrange(0, 10**9)) / 10**6, Decimal(rng.randrange(0, 10**9)) / 10**6,
+                     Decimal(rng.randrange(0, 10**8)) / 10**6, Decimal(0), rng.randrange(0, 3), 0,
+                     rng.randrange(0, 3) * 1_000_000_007, Decimal(rng.randrange(0, 10**7)) / 10**6])
+    return rows
+
+
+def insert_usage(client: Client, database: str, rows: list[list[Any]]) -> None:
+    client.insert(f"{database}.usage_10s", rows, column_names=USAGE_COLUMNS)
+
+
+def load_prices(client: Client, database: str, tmp_path: Path, rows: list[dict[str, Any]], version: int) -> list[str]:
+    said: list[str] = []
+    load(client, database, read_catalogue(catalogue_file(tmp_path, rows, version)), say=said.append)
+    return said
+
+
+def table_rows(client: Client, sql: str) -> list[tuple[Any, ...]]:
+    return sorted(client.query(sql).result_rows)
+
+
+def view_vs_table(client: Client, database: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    cols = ", ".join(KEY + COST_COLUMNS + ["unpriced"])
+    view = table_rows(client, f"SELECT hour, {cols} FROM {database}.cost_usage_1h")
+    table = table_rows(client, f"SELECT window_start, {cols} FROM {database}.costs_1h")
+    return view, table
+
+
+def test_costs_tables_hold_the_live_view_exactly_and_follow_usage_and_new_catalogue_versions(
+        client: Client, database: str, tmp_path: Path) -> None:
+    v1 = [price("tokens_in_1k", "*", 0.001), price("tokens_in_1k", "m1", 0.002), price("tokens_out_1k", "m1", 0.004),
+          price("gpu_hour", "*", 2.123456789012), price("cpu_hour", "*", 0.06), price("transfer_gb", "*", 0.02)]
+    insert_usage(client, database, usage_rows(1, 400, T0, 3 * 3600))
+    said = load_prices(client, database, tmp_path, v1, version=1)
+    assert "catalogue version 1 covers 2 day(s) with usage: pricing them again" in said
+    view, table = view_vs_table(client, database)
+    assert view and table == view
+    assert set(client.query(f"SELECT DISTINCT catalogue_version FROM {database}.costs_1h").result_rows) == {(1,)}
+
+    # a day's costs_1d rows are its hours summed, exactly
+    day_sql = ("SELECT toDate(hour), {key}, sum(total_cost), sum(token_cost), sum(gpu_seconds) FROM {db}.cost_usage_1h "
+               "GROUP BY toDate(hour), {key}")
+    assert table_rows(client, day_sql.format(key=", ".join(KEY), db=database)) == table_rows(client, (
+        f"SELECT toDate(window_start), {', '.join(KEY)}, total_cost, token_cost, gpu_seconds FROM {database}.costs_1d"))
+
+    # a new version from the second day on re-prices that day only; the first keeps version 1's rows
+    day1 = DAY0.date()
+    said = load_prices(client, database, tmp_path, [price("gpu_hour", "*", 3.5, valid_from=DAY0)], version=2)
+    assert "catalogue version 2 covers 1 day(s) with usage: pricing them again" in said
+    view, table = view_vs_table(client, database)
+    assert table == view
+    versions = dict(client.query(f"SELECT toDate(window_start) AS day, max(catalogue_version) FROM {database}.costs_1h "
+                                 "GROUP BY day").result_rows)
+    assert versions == {day1 - timedelta(days=1): 1, day1: 2}
+
+    # late usage for the first day: the refresher finds the day noted by the materialized view and prices it
+    insert_usage(client, database, usage_rows(2, 50, T0, 600))
+    assert view_vs_table(client, database)[1] != view_vs_table(client, database)[0]
+    result = costs.refresh(client, database, say=lambda _: None)
+    assert day1 - timedelta(days=1) in result.days and result.catalogue_version == 2
+    view, table = view_vs_table(client, database)
+    assert table == view
+    # nothing new: the next run prices only what the overlap window takes again, and changes nothing
+    costs.refresh(client, database, say=lambda _: None)
+    assert view_vs_table(client, database)[1] == view
+
+
+def test_cost_span_sums_equal_the_live_view_over_any_range(client: Client, database: str, tmp_path: Path) -> None:
+    insert_usage(client, database, usage_rows(3, 300, DAY0 - timedelta(days=1, hours=3), 3 * 86400))
+    load_prices(client, database, tmp_path, [price("tokens_in_1k", "*", 0.001), price("gpu_hour", "*", 1.75)], 1)
+    rng = random.Random(4)
+    start = int((DAY0 - timedelta(days=2)).timestamp())
+    for _ in range(12):
+        lo = start + rng.randrange(0, 4 * 86400 // 3600) * 3600
+        hi = lo + rng.randrange(1, 3 * 86400 // 3600) * 3600
+        step = rng.choice([3600, 86400])
+        params = {"lo": datetime.fromtimestamp(lo, timezone.utc), "hi": datetime.fromtimestamp(hi, timezone.utc)}
+        want = client.query(f"SELECT department_id, sum(total_cost), sum(tokens_in) FROM {database}.cost_usage_1h "
+                            "WHERE hour >= {lo:DateTime('UTC')} AND hour < {hi:DateTime('UTC')} GROUP BY department_id "
+                            "ORDER BY department_id", parameters=params).result_rows
+        got = client.query(f"SELECT department_id, sum(total_cost), sum(tokens_in) FROM {database}.cost_span("
+                           "lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')}, step = {step:UInt32}) "
+                           "GROUP BY department_id ORDER BY department_id",
+                           parameters={**params, "step": step}).result_rows
+        assert got == want, (params, step)
+
+
+def test_usage_span_equals_usage_10s_over_any_range_and_step(client: Client, database: str) -> None:
+    insert_usage(client, database, usage_rows(5, 600, DAY0 - timedelta(days=1, minutes=7), 2 * 86400 + 3600))
+    rng = random.Random(6)
+    start = int((DAY0 - timedelta(days=1, hours=1)).timestamp())
+    for _ in range(20):
+        lo = start + rng.randrange(0, 2 * 86400 // 10) * 10
+        hi = lo + rng.randrange(1, 2 * 86400 // 10) * 10
+        step = rng.choice([10, 60, 300, 3600, 7200, 86400])
+        params = {"lo": datetime.fromtimestamp(lo, timezone.utc), "hi": datetime.fromtimestamp(hi, timezone.utc),
+                  "step": step}
+        want = client.query(
+            f"SELECT toStartOfInterval(window_start, INTERVAL {step} SECOND) AS b, sum(requests), sum(tokens_in), "
+            f"sum(credits) FROM {database}.usage_10s WHERE window_start >= {{lo:DateTime('UTC')}} AND window_start < "
+            "{hi:DateTime('UTC')} GROUP BY b ORDER BY b", parameters=params).result_rows
+        got = client.query(
+            f"SELECT toStartOfInterval(window_start, INTERVAL {step} SECOND) AS b, sum(requests), sum(tokens_in), "
+            f"sum(credits) FROM {database}.usage_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}}, "
+            "step = {step:UInt32}) GROUP BY b ORDER BY b", parameters=params).result_rows
+        assert got == want, params
+    # whole days come from usage_1d: the span reads fewer rows than usage_10s holds for the range
+    params = {"lo": DAY0 - timedelta(days=1), "hi": DAY0 + timedelta(days=1), "step": 86400}
+    read = client.query(f"SELECT sum(requests) FROM {database}.usage_span(lo = {{lo:DateTime('UTC')}}, hi = "
+                        "{hi:DateTime('UTC')}, step = {step:UInt32})", parameters=params).summary["read_rows"]
+    assert int(read) < 600
+
+
+def test_refresh_all_prices_every_day_with_usage(client: Client, database: str, tmp_path: Path) -> None:
+    insert_usage(client, database, usage_rows(7, 100, T0, 3600))
+    load_prices(client, database, tmp_path, [price("tokens_in_1k", "*", 0.001)], 1)
+    client.command(f"TRUNCATE TABLE {database}.costs_1h")
+    assert client.command(f"SELECT count() FROM {database}.costs_1h") == 0
+    result = costs.refresh(client, database, all_days=True, say=lambda _: None)
+    assert result.days == [(T0).date(), DAY0.date()] and result.rows > 0
+    view, table = view_vs_table(client, database)
+    assert table == view
+
+
+FACT_COLUMNS = ["task_id", "attempt", "status", "tenant_id", "department_id", "project_id", "user_id", "base_model",
+                "model_version", "checkpoint_id", "node_id", "host_name", "vm_type", "queued_at", "started_at",
+                "finished_at", "checkpoint_load_ms", "gpu_seconds", "cpu_seconds", "version"]
+
+
+def test_vm_cost_spans_equal_the_whole_history_views_over_any_range(client: Client, database: str, tmp_path: Path) -> None:
+    rng = random.Random(8)
+    start = DAY0 - timedelta(days=1)
+    facts = []
+    for n in range(160):
+        node = f"n{rng.randrange(6)}"
+        queued = start + timedelta(seconds=rng.randrange(0, 2 * 86400))
+        started = None if rng.random() < 0.1 else queued + timedelta(seconds=rng.randrange(0, 300))
+        finished = (started or queued) + timedelta(seconds=rng.randrange(1, 3 * 3600))
+        facts.append([f"task-{n}", 1, rng.choice(["finished", "failed"]), "t1", "d1", "p1", "alice", "m1", "v1", "ck1",
+                      node, f"host-{node}", {"n0": "NV6", "n1": "NV6", "n2": "NC24"}.get(node, ""), queued, started,
+                      finished, 1000, rng.random() * 3600, rng.random() * 7200, 1])
+    client.insert(f"{database}.task_facts", facts, column_names=FACT_COLUMNS)
+    load_prices(client, database, tmp_path, [price("vm_hour", "NV6", 1.2), price("vm_hour", "*", 0.7),
+                                             price("gpu_hour", "*", 2.5), price("cpu_hour", "*", 0.05)], 1)
+    for _ in range(8):
+        lo = start + timedelta(hours=rng.randrange(0, 40))
+        hi = lo + timedelta(hours=rng.randrange(1, 30))
+        params = {"lo": lo, "hi": hi}
+        span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
+        task_cols = "task_id, attempt, vm_type, vm_cost, gpu_cost, cpu_cost, total_cost, cost_basis, unpriced"
+        want = client.query(f"SELECT {task_cols} FROM {database}.cost_tasks WHERE finished_at >= {{lo:DateTime('UTC')}} "
+                            "AND finished_at < {hi:DateTime('UTC')} ORDER BY task_id", parameters=params).result_rows
+        got = client.query(f"SELECT {task_cols} FROM {database}.cost_tasks_span{span} ORDER BY task_id",
+                           parameters=params).result_rows
+        assert got == want and want, params
+        vm_cols = "hour, node_id, vm_type, active_seconds, observed_seconds, idle_seconds, active_cost, idle_cost"
+        want = client.query(f"SELECT {vm_cols} FROM {database}.vm_activity_1h WHERE hour >= {{lo:DateTime('UTC')}} "
+                            "AND hour < {hi:DateTime('UTC')} ORDER BY hour, node_id", parameters=params).result_rows
+        got = client.query(f"SELECT {vm_cols} FROM {database}.vm_activity_span{span} ORDER BY hour, node_id",
+                           parameters=params).result_rows
+        assert got == want and want, params

@@ -28,10 +28,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.app import JsonBody, _http_handler, _problem_handler
-from services.api.auth import Caller, JwtVerifier, authenticate
+from services.api.auth import Caller, JwtVerifier, Tokens, authenticate
 from services.api.params import identifier, not_found, scoped_tenants
 from services.api.permissions import Metric
 from services.api.problems import Problem, bad_parameter, forbidden
@@ -107,6 +107,7 @@ class QuotaApp:
                  auth_cache_s: float) -> None:
         self.settings, self.quota, self.metrics, self.directory = settings, quota, metrics, directory
         self.pg = Postgres(settings)
+        self.tokens = Tokens(self.pg)
         self.verifier = (JwtVerifier(settings.api_oidc_issuer, settings.api_oidc_audience or "",
                                      settings.api_oidc_jwks_url or "") if settings.api_oidc_issuer else None)
         self.auth_cache_s = auth_cache_s
@@ -129,7 +130,7 @@ class QuotaApp:
                 if cached is not None and cached[0] > time.monotonic():
                     caller = cached[1]
                 else:
-                    caller = await authenticate(header, self.pg, self.verifier)
+                    caller = await authenticate(header, self.pg, self.verifier, self.tokens)
                     if len(self.callers) > 10000:
                         self.callers.clear()
                     self.callers[digest] = (time.monotonic() + self.auth_cache_s, caller)

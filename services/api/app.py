@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -268,14 +269,19 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 class JsonBody(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        # orjson (NaN and infinities as null, as JSON has neither) writes a page of rows in a fraction of the
+        # standard library's time, the largest piece of a cached answer's CPU; times and decimals still go through
+        # _default so the text is the same. Integers past 64 bits (a UInt128 sum) are left to the standard library.
         try:
-            return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                              default=_default).encode()
-        except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
+            return orjson.dumps(content, default=_default, option=ORJSON_OPTIONS)
+        except TypeError:
             return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                               default=_default).encode()
 

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import anyio
 import psycopg
@@ -22,6 +22,9 @@ from telemetry.settings import Settings
 # ClickHouse error codes that mean "not now" rather than a bug: timeout, memory, too many queries, network.
 LOG = logging.getLogger("services.api")
 _TRANSIENT_CODES = {"159", "160", "202", "209", "210", "241", "242", "394", "516"}
+
+
+Derive = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 class ClickHouseReader:
@@ -47,16 +50,19 @@ class ClickHouseReader:
         self.clock = time.monotonic
         self.hits = self.misses = 0
 
-    async def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    async def query(self, sql: str, parameters: dict[str, Any], derive: Derive | None = None) -> list[dict[str, Any]]:
         """The rows of a SELECT as dicts (the caller's own copies); a 503 problem when ClickHouse cannot answer now.
-        A cached answer is served on the event loop; a query runs in a worker thread (clickhouse-connect blocks)."""
+        A cached answer is served on the event loop; a query runs in a worker thread (clickhouse-connect blocks).
+        derive (a pure function of the rows, e.g. percentiles from histograms) runs once per query, not per request:
+        its result is what is cached."""
         if self.ttl <= 0:
-            return await anyio.to_thread.run_sync(self._query, sql, parameters)
-        key = sql + "\x00" + repr(sorted(parameters.items()))
+            rows = await anyio.to_thread.run_sync(self._query, sql, parameters)
+            return derive(rows) if derive else rows
+        key = sql + "\x00" + repr(sorted(parameters.items())) + ("\x00" + derive.__qualname__ if derive else "")
         cached = self._cache.get(key)
         now = self.clock()
         if cached is None or cached[0] <= now:
-            rows = await self._load(key, sql, parameters)
+            rows = await self._load(key, sql, parameters, derive=derive)
         else:
             self.hits += 1
             rows = cached[1]
@@ -64,12 +70,13 @@ class ClickHouseReader:
             # so a dashboard's steady requests do not all queue behind ClickHouse when it expires. No answer is
             # served older than the TTL all the same.
             if cached[0] - now < self.ttl * self.REFRESH_AHEAD and key not in self._in_flight:
-                task = asyncio.create_task(self._load(key, sql, parameters, refresh=True))
+                task = asyncio.create_task(self._load(key, sql, parameters, refresh=True, derive=derive))
                 self._refreshing.add(task)
                 task.add_done_callback(self._refreshed)
         return [dict(row) for row in rows]
 
-    async def _load(self, key: str, sql: str, parameters: dict[str, Any], refresh: bool = False) -> list[dict[str, Any]]:
+    async def _load(self, key: str, sql: str, parameters: dict[str, Any], refresh: bool = False,
+                    derive: Derive | None = None) -> list[dict[str, Any]]:
         flight = self._in_flight.setdefault(key, asyncio.Lock())
         try:
             async with flight:  # one query per key at a time: the others find its answer in the cache
@@ -79,6 +86,8 @@ class ClickHouseReader:
                     return cached[1]
                 self.misses += 1
                 rows = await anyio.to_thread.run_sync(self._query, sql, parameters)
+                if derive is not None:
+                    rows = derive(rows)
                 if len(self._cache) >= self.MAX_ENTRIES:
                     now = self.clock()
                     for stale in [k for k, (expires, _) in self._cache.items() if expires <= now] or list(self._cache)[:100]:

@@ -49,3 +49,27 @@ def test_answers_are_refreshed_ahead_of_expiry_and_never_served_stale(api: Api) 
         assert third != second and reader.misses == 3
 
     asyncio.run(scenario())
+
+
+def test_a_derived_answer_is_computed_once_per_query_and_cached_apart_from_the_plain_rows(api: Api) -> None:
+    clock = Clock()
+    reader = stores.ClickHouseReader(settings.load({**api.env, "API_CACHE_SECONDS": "10"}))
+    reader.clock = clock.monotonic
+    calls: list[int] = []
+
+    def shout(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        calls.append(len(rows))
+        return [{"answer": row["answer"].upper()} for row in rows]
+
+    async def scenario() -> None:
+        plain = (await reader.query(SQL, {}))[0]["answer"]
+        derived = [(await reader.query(SQL, {}, derive=shout))[0]["answer"] for _ in range(5)]
+        assert calls == [1]  # five requests, one derivation
+        assert len(set(derived)) == 1 and derived[0] == derived[0].upper()
+        assert derived[0] != plain.upper()  # its own query, not the plain answer's rows changed in place
+        assert (await reader.query(SQL, {}))[0]["answer"] == plain  # the plain rows are not touched by it
+        clock.now += 11.0
+        assert (await reader.query(SQL, {}, derive=shout))[0]["answer"] != derived[0]
+        assert calls == [1, 1]
+
+    asyncio.run(scenario())

@@ -90,3 +90,23 @@ def test_answers_render_times_decimals_and_non_finite_numbers() -> None:
     body = json.loads(JsonBody({"t": when, "d": Decimal("1.500000"), "f": 0.25}).body)
     assert body == {"t": "2026-03-01T10:00:00.123Z", "d": "1.500000", "f": 0.25}
     assert json.loads(JsonBody({"rows": [{"x": float("nan"), "t": when}]}).body) == {"rows": [{"x": None, "t": "2026-03-01T10:00:00.123Z"}]}
+
+
+ANSWER_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@given(ANSWER_VALUES)
+def test_answers_read_back_as_the_standard_librarys_rendering_would(value: object) -> None:
+    """The fast encoder (orjson) against the standard library's, on generated answers: the same JSON values,
+    integers past 64 bits, non-finite floats (null) and text with any code point included."""
+    import json
+
+    from services.api.app import JsonBody, _default, _finite
+
+    expected = json.loads(json.dumps(_finite({"v": value}), ensure_ascii=False, allow_nan=False, default=_default))
+    assert json.loads(JsonBody({"v": value}).body) == expected

@@ -114,6 +114,11 @@ def audit_of(request: Request) -> RequestAudit:
 # -- the gate -----------------------------------------------------------------------------------------------------
 
 
+class _Refused(Exception):
+    """A streamed answer refused before its first byte (its access-log record could not be written): (status,
+    headers, body) of the problem to send instead."""
+
+
 class Gate:
     def __init__(self, app: Callable[..., Awaitable[None]], state: ApiState) -> None:
         self.app, self.state = app, state
@@ -137,6 +142,7 @@ class Gate:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
         received: list[bytes] = []
+        streamed = False
 
         async def recording() -> dict[str, Any]:
             message = await receive()
@@ -145,8 +151,22 @@ class Gate:
             return message
 
         async def capture(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
+            nonlocal streamed
+            if streamed:
+                await send(message)
+            elif message["type"] == "http.response.start":
                 start.update(message)
+            elif message["type"] == "http.response.body" and message.get("more_body") and start["status"] == 200:
+                # A streamed answer (an export): its record is committed before its first byte leaves, with the
+                # rows not known yet; a record that cannot be written stops the stream before it starts.
+                audit.body = b"".join(received).decode("utf-8", "replace")
+                status, headers, body = await self._commit(scope, audit, 200, list(start.get("headers", [])), b"",
+                                                           started, at, streamed=True)
+                if status != 200:
+                    raise _Refused(status, headers, body)
+                streamed = True
+                await send({**start, "headers": headers})
+                await send(message)
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
@@ -154,38 +174,77 @@ class Gate:
             await self.app(scope, recording, capture)
             audit.body = b"".join(received).decode("utf-8", "replace")
             status, out_headers, body = start["status"], list(start.get("headers", [])), b"".join(chunks)
+        except _Refused as refused:
+            status, out_headers, body = refused.args
+            self._count(scope, status, started)
+            await self._send(send, status, out_headers, body)
+            return
+        except Problem as problem:  # raised where FastAPI's handlers do not reach: inside a streamed body
+            if streamed:
+                LOG.warning("%s %s stopped while streaming: %s", scope["method"], scope["path"], problem.detail)
+                self._count(scope, problem.status, started)
+                raise
+            status, out_headers, body = problem_response(problem, scope["path"])
         except Exception as exc:  # noqa: BLE001 - a bug must still be answered and logged
+            if streamed:  # bytes already left: end the connection without the last chunk, so that no client
+                # takes a cut answer for a whole one
+                LOG.exception("%s %s failed while streaming", scope["method"], scope["path"])
+                self._count(scope, 500, started)
+                raise
+            if isinstance(exc.__cause__, Problem):  # Starlette's report of a Problem raised inside a streamed body
+                status, out_headers, body = problem_response(exc.__cause__, scope["path"])  # before its first byte
+                await self._finish(scope, send, audit, status, out_headers, body, started, at)
+                return
             LOG.exception("%s %s failed", scope["method"], scope["path"])
             problem = Problem(500, "internal-error", "Internal error", f"{type(exc).__name__} while answering; the "
                                                                       "access log has the request")
             status, out_headers, body = problem_response(problem, scope["path"])
+        if streamed:
+            self._count(scope, status, started)
+            return
         await self._finish(scope, send, audit, status, out_headers, body, started, at)
 
-    async def _finish(self, scope: dict[str, Any], send: Send, audit: RequestAudit, status: int,
-                      headers: list[tuple[bytes, bytes]], body: bytes, started: float, at: datetime) -> None:
+    async def _commit(self, scope: dict[str, Any], audit: RequestAudit, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes, started: float, at: datetime,
+                      streamed: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Append the request's access-log record; the answer to send: this one with its record's id, or a 503 when
+        the record could not be written."""
+        if not self.state.audit:
+            return status, headers, body
+        request_id = str(uuid.uuid4())
+        fields = self._record(scope, audit, status, started, at, endpoint_of(scope), request_id)
+        if streamed:
+            fields["streamed"] = True
+        try:
+            await self.state.log.append(accesslog.canonical(fields))
+            return status, [*headers, (b"x-request-id", request_id.encode())], body  # names its committed record
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the answer must not leave unlogged
+            self.state.metrics.audit_failures.inc()
+            if isinstance(exc, Problem) and exc.code == "postgresql-unavailable":
+                problem = unavailable("postgresql", f"{exc.detail}; the request was refused (its access-log "
+                                                    "record could not be written either)")
+            else:
+                reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+                problem = unavailable("audit", f"the access log could not be written ({reason}); the answer was "
+                                               "withheld: try again")
+            return problem_response(problem, scope["path"])
+
+    def _count(self, scope: dict[str, Any], status: int, started: float) -> None:
         endpoint = endpoint_of(scope)
-        if self.state.audit:
-            request_id = str(uuid.uuid4())
-            record = accesslog.canonical(self._record(scope, audit, status, started, at, endpoint, request_id))
-            try:
-                await self.state.log.append(record)
-                headers = [*headers, (b"x-request-id", request_id.encode())]  # names its committed record
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the answer must not leave unlogged
-                self.state.metrics.audit_failures.inc()
-                if isinstance(exc, Problem) and exc.code == "postgresql-unavailable":
-                    problem = unavailable("postgresql", f"{exc.detail}; the request was refused (its access-log "
-                                                        "record could not be written either)")
-                else:
-                    reason = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
-                    problem = unavailable("audit", f"the access log could not be written ({reason}); the answer was "
-                                                   "withheld: try again")
-                status, headers, body = problem_response(problem, scope["path"])
         self.state.metrics.requests.inc(endpoint, str(status))
         self.state.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
+
+    async def _send(self, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k, v) for k, v in headers if k.lower() != b"content-length"]
                     + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    async def _finish(self, scope: dict[str, Any], send: Send, audit: RequestAudit, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes, started: float, at: datetime) -> None:
+        status, headers, body = await self._commit(scope, audit, status, headers, body, started, at)
+        self._count(scope, status, started)
+        await self._send(send, status, headers, body)
 
     def _record(self, scope: dict[str, Any], audit: RequestAudit, status: int, started: float, at: datetime,
                 endpoint: str, request_id: str) -> dict[str, Any]:

@@ -8,9 +8,11 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import anyio
+import pyarrow as pa
 import psycopg
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
@@ -114,8 +116,30 @@ class ClickHouseReader:
         return client
 
     def _query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
+        with self._answering():
             result = self._client().query(sql.replace("{db}", self.database), parameters=parameters)
+        names = result.column_names
+        return [dict(zip(names, row)) for row in result.result_rows]
+
+    def arrow_batches(self, sql: str, parameters: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+        """A SELECT's rows as Arrow record batches, as ClickHouse sends them (call from a worker thread; nothing
+        cached): an export streams them without holding the answer."""
+        with self._answering():
+            with self._client().query_arrow_stream(sql.replace("{db}", self.database), parameters=parameters) as stream:
+                yield from stream
+
+    def arrow_schema(self, sql: str, parameters: dict[str, Any]) -> pa.Schema:
+        """The columns a SELECT would give, as Arrow types (its rows are not read: add LIMIT 0)."""
+        with self._answering():
+            raw = self._client().raw_query(sql.replace("{db}", self.database), parameters=parameters, fmt="ArrowStream",
+                                           settings={"output_format_arrow_string_as_string": 1})
+        return pa.ipc.open_stream(raw).schema
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """ClickHouse's failures as problems: 503 when it cannot answer now, 500 when it refused the query."""
+        try:
+            yield
         except OperationalError as exc:  # no answer at all: the network, a restart
             self._local.client = None
             raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
@@ -130,8 +154,6 @@ class ClickHouseReader:
             self._local.client = None
             raise unavailable("clickhouse", f"ClickHouse at {self.settings.clickhouse_url} did not answer: "
                                             f"{_first_line(exc)}") from exc
-        names = result.column_names
-        return [dict(zip(names, row)) for row in result.result_rows]
 
     def ping(self) -> bool:
         try:

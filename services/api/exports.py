@@ -1,7 +1,7 @@
 """Exports: usage, costs, task facts and DLQ records of a time range as CSV or Parquet, streamed.
 
-ClickHouse sends each UTC day of the range as Arrow record batches (one query per day, so neither ClickHouse nor
-the API ever holds more than a day); they are shown as the caller may see them (pseudonyms, DLQ payloads withheld
+ClickHouse sends each UTC day of the range (each month, for daily rows) as Arrow record batches, one query each,
+so neither ClickHouse nor the API ever holds more than that; they are shown as the caller may see them (pseudonyms, DLQ payloads withheld
 from roles without identity) with Arrow's vectorised kernels, and encoded batch by batch, so a year of aggregates
 streams in the memory of a day's batches.
 """
@@ -85,12 +85,17 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
 )}
 
 
-def days(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """[start, end) cut at UTC midnights: one query each."""
+def chunks(start: datetime, end: datetime, months: bool = False) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) cut at UTC midnights (or at the first of each month): one query each. No window of a day or less
+    crosses a cut, so each window is read once."""
     cut = start
     while cut < end:
-        midnight = datetime.combine(cut.date(), datetime.min.time(), cut.tzinfo) + DAY
-        upper = min(midnight, end)
+        midnight = datetime.combine(cut.date(), datetime.min.time(), cut.tzinfo)
+        if months:
+            following = (midnight.replace(day=1) + timedelta(days=32)).replace(day=1)
+        else:
+            following = midnight + DAY
+        upper = min(following, end)
         yield cut, upper
         cut = upper
 

@@ -45,17 +45,17 @@ def _tenants(scope: Scope, dataset: Dataset) -> Where:
 
 def _produce(scope: Scope, dataset: Dataset, source: tuple[str, int], rng: TimeRange, fmt: Format,
              out: MemoryObjectSendStream[bytes]) -> None:
-    """In a worker thread: each UTC day's batches, shown as the caller may see them, encoded, handed to the
+    """In a worker thread: each UTC day's (or month's) batches, shown as the caller may see them, encoded, handed to the
     response (waiting while CHUNKS_AHEAD are unsent)."""
     table, seconds = source
     times = {dataset.time_column, "window_start"}
     encoder: Encoder | None = None
     with out:
-        for since, until in exports.days(rng.start, rng.end):
-            # windows overlapping the day (a range from 10:30 still gets the 10:00 hour); none crosses midnight
-            day = TimeRange(since, until)
-            where = (in_windows(_tenants(scope, dataset), dataset.time_column, day, seconds) if seconds else
-                     in_range(_tenants(scope, dataset), dataset.time_column, day))
+        for since, until in exports.chunks(rng.start, rng.end, months=seconds >= 86400):
+            # windows overlapping the chunk (a range from 10:30 still gets the 10:00 hour)
+            chunk = TimeRange(since, until)
+            where = (in_windows(_tenants(scope, dataset), dataset.time_column, chunk, seconds) if seconds else
+                     in_range(_tenants(scope, dataset), dataset.time_column, chunk))
             sql = dataset.select.format(db="{db}", table=table, where=where.sql())
             for batch in scope.ch.arrow_batches(sql, where.params):
                 batch = exports.shown(exports.normalised(batch, times), dataset, scope.privacy)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -143,3 +144,19 @@ def test_generated_hostile_export_requests_never_crash_or_leak(api: Api, dataset
         assert api.data.tenants[1].tenant_id not in response.content.decode("utf-8", "replace")
     else:
         assert response.headers["content-type"] == "application/problem+json"
+
+
+@given(start=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 1, 1)),
+       length=st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=400)),
+       months=st.booleans())
+def test_chunks_tile_the_range_and_no_window_crosses_a_cut(start: Any, length: Any, months: bool) -> None:
+    from datetime import timezone
+
+    from services.api.exports import chunks
+
+    start = start.replace(tzinfo=timezone.utc)
+    cuts = list(chunks(start, start + length, months))
+    assert cuts[0][0] == start and cuts[-1][1] == start + length
+    assert all(a < b for a, b in cuts) and all(cuts[i][1] == cuts[i + 1][0] for i in range(len(cuts) - 1))
+    for _, upper in cuts[:-1]:  # every inner cut is a midnight (the first of a month): whole windows on each side
+        assert upper.hour == upper.minute == upper.second == upper.microsecond == 0 and (not months or upper.day == 1)

@@ -51,6 +51,8 @@ class UsageRow(BaseModel):
     gpu_seconds: str = Field(description="allocated GPU-seconds (credit families, the larger of Workflow and Kubernetes), exact decimal")
     cpu_seconds: str = Field(description="allocated core-seconds, exact decimal")
     credits: Money = Field(description="credits charged, exact decimal")
+    links: dict[str, str] | None = Field(None, description="drill-down: `next` (the level below: department -> "
+                                                      "project -> user) or `tasks` (the user's tasks), relative URLs")
 
 
 class CostRow(BaseModel):
@@ -70,6 +72,8 @@ class CostRow(BaseModel):
     load_cost: Money
     total_cost: Money
     unpriced: list[str] = Field(description="kind:item of usage without a price in force")
+    links: dict[str, str] | None = Field(None, description="drill-down: `next` (the level below: department -> "
+                                                      "project -> user) or `tasks` (the user's tasks), relative URLs")
 
 
 class RunCostRow(BaseModel):
@@ -160,6 +164,7 @@ class TaskRow(BaseModel):
     total_ms: int | None
     error_type: str
     enrichment_status: str
+    links: dict[str, str] | None = Field(None, description="`task`: the task's attempts and raw events")
 
 
 class TaskDetail(BaseModel):

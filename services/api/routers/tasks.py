@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, Path, Request
 
-from services.api import lake, params
+from services.api import drill, lake, params
 from services.api.app import JsonBody, Scope, page, requires, single
 from services.api.permissions import Metric
 from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, id_filters, in_range,
@@ -41,6 +41,8 @@ async def tasks(request: Request, scope: Scope = Depends(requires(Metric.TASKS))
         ORDER BY finished_at DESC, task_id, attempt
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
     show_people(rows, scope, hosts=("host_name",))
+    for row in rows:
+        row["links"] = drill.task(row)
     return page(request, rows, limit, offset, {**rng.json(), "tenants": scope.tenants})
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.api import params
+from services.api import drill, params
 from services.api.app import JsonBody, Scope, money, page, requires
-from services.api.params import DIMENSION_COLUMNS, USAGE_SOURCE, Dimension, Granularity
+from services.api.params import DIMENSION_COLUMNS, USAGE_SOURCE, Dimension, Granularity, TimeRange
 from services.api.permissions import Metric
 from services.api.problems import bad_parameter
 from services.api.routers.common import (FROM_QUERY, LIMIT_QUERY, OFFSET_QUERY, TO_QUERY, cost_span, id_filter, id_filters,
@@ -16,6 +18,15 @@ from services.api.routers.models import CostRow, Page, RunCostRow, UsageRow
 router = APIRouter(prefix="/v1", tags=["usage and cost"])
 
 GROUP_QUERY = Query([], description="dimensions to break the totals down by (repeat the parameter)")
+
+
+def _links(rows: list[dict[str, Any]], path: str, dims: list[str], rng: TimeRange, granularity: Granularity,
+           scope: Scope) -> None:
+    """Drill-down: each row's link to the level below (services/api/drill.py)."""
+    for row in rows:
+        links = drill.breakdown(path, row, dims, rng.json(), granularity.value, scope.caller.policy)
+        if links:
+            row["links"] = links
 
 
 def _dims(group_by: list[Dimension]) -> list[str]:
@@ -56,6 +67,7 @@ async def usage(request: Request, scope: Scope = Depends(requires(Metric.USAGE))
         for column in ("gpu_seconds", "cpu_seconds", "credits"):
             row[column] = money(row[column])
     show_people(rows, scope)
+    _links(rows, "/v1/usage", dims, rng, granularity, scope)
     return page(request, rows, limit, offset, {**rng.json(), "granularity": granularity.value, "group_by": dims,
                                                "tenants": scope.tenants})
 
@@ -93,6 +105,7 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
         for column in ("token_cost", "gpu_cost", "cpu_cost", "load_cost", "total_cost"):
             row[column] = money(row[column])
     show_people(rows, scope)
+    _links(rows, "/v1/costs", dims, rng, granularity, scope)
     return page(request, rows, limit, offset, {**rng.json(), "granularity": granularity.value, "group_by": dims,
                                                "tenants": scope.tenants})
 

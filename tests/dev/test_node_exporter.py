@@ -1,6 +1,7 @@
 """The simulated nodes' metrics (dev/simulator/nodes.py, dev/node_exporter.py): deterministic, following the run's
 attempts, valid exposition text (promtool), and, scraped by a real Prometheus, what the enrichment reads back for
 the run's tasks: status ok for every attempt, values equal to the exporter's own within the 1 % of assert_close.
+Last, the demo's wiring to the stack's Prometheus (marked stack: it starts that Prometheus).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import requests
 from pipeline.enrichment import OK, EnrichmentConfig, PrometheusEnricher
 from pipeline.enrichment.queries import window_grid
 from pipeline.enrichment.stats import Stats, columns, window_stats
+from dev import demo
 from dev.node_exporter import NodeExporter
 from dev.simulator.config import SimConfig
 from dev.simulator.lifecycle import NodeUse
 from dev.simulator.nodes import GIB, IDLE_FB_MIB, MIB, NodeMetrics, NodeSeries, node_uses, shift
+from dev.stack.prometheus import SCRAPE_INTERVAL_S, SIMULATED_NODES_JOB
 from telemetry.settings import REPO_ROOT
-from tests.support.fixtures_prometheus import assert_close, free_port, run_prometheus
+from tests.support.fixtures_prometheus import assert_close, run_prometheus
+from tests.support.fixtures_stack import bring_up
 
 # 8 s of a busy platform; tasks are short (time scale 8 / 300), as in `make demo`
 RUN = SimConfig(seed=5, start_ms=1_771_675_200_000, rate=1_000, events=8_000)
@@ -265,3 +269,26 @@ def test_prometheus_scraping_the_exporter_enriches_every_attempt_ok(tmp_path: Pa
                 assert facts[i]["gpu_seconds"] > 0 and facts[i]["cpu_seconds"] > 0
     finally:
         exporter.close()
+
+
+@pytest.mark.stack
+def test_the_stacks_prometheus_scrapes_the_demos_exporter_while_it_is_listed(stack_env: dict[str, str]) -> None:
+    """The demo's wiring: the stack's Prometheus (its generated configuration) finds the exporter through the
+    targets file, scrapes it, and drops it once the file is gone."""
+    s = bring_up(stack_env, "prometheus")
+    exporter = NodeExporter(RUN, start=False, port=0)
+    try:
+        scraped_at = demo.serve_node_metrics(s, exporter)
+        assert scraped_at is not None, "the stack's Prometheus did not scrape the exporter"
+        host = exporter.metrics.nodes[0].host_name
+        assert prom(s.prometheus_url, f'node_memory_MemTotal_bytes{{node="{host}",job="{SIMULATED_NODES_JOB}"}}',
+                    time.time())
+        run_ms = demo.first_record_at(scraped_at)
+        assert run_ms / 1000 >= scraped_at + 2 * SCRAPE_INTERVAL_S + 15 and run_ms % 10_000 == 0
+    finally:
+        demo.withdraw_node_metrics(s, exporter)
+    deadline = time.monotonic() + 30
+    while any(t["labels"]["job"] == SIMULATED_NODES_JOB for t in requests.get(
+            f"{s.prometheus_url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]):
+        assert time.monotonic() < deadline, "Prometheus kept the exporter's target after its file was removed"
+        time.sleep(0.5)

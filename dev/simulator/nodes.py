@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from dev.simulator.config import SimConfig
 from dev.simulator.lifecycle import NodeUse
@@ -30,7 +30,8 @@ class Steps:
     """A piecewise-constant function of time (ms): `base` before the first change, then the running sum of the
     changes passed through `shape`; its integral (value x seconds) from ORIGIN_MS in O(log n)."""
 
-    def __init__(self, base: float, changes: Iterable[tuple[int, float]], shape=lambda v: v) -> None:  # noqa: ANN001
+    def __init__(self, base: float, changes: Iterable[tuple[int, float]],
+                 shape: Callable[[float], float] = lambda v: v) -> None:
         merged: dict[int, float] = {}
         for t, delta in changes:
             merged[t] = merged.get(t, 0.0) + delta

@@ -1,15 +1,17 @@
 """`make demo`: the streaming job on the local session cluster, fed by the simulator, checked in ClickHouse.
 
-Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, sends about 200k
-records over every topic (malformed ones included, Workflow-only tasks and starts delivered after their end
+Submits jobs/telemetry_job.py with `flink run` (as production does), starts the loader, serves the simulated
+nodes' metrics to the stack's Prometheus (dev/node_exporter.py, so the job's enrichment finds them), sends about
+200k records over every topic (malformed ones included, Workflow-only tasks and starts delivered after their end
 among them), waits until ClickHouse holds the simulator's ground truth (expected_totals), prints a summary per
-role, cancels the job and stops the loader, then starts the API and prints one call per role with a token of
-that role (dev/demo_api.py).
+role and the share of task facts enriched, cancels the job and stops the loader, then starts the API and prints
+one call per role with a token of that role (dev/demo_api.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import subprocess
@@ -17,18 +19,25 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import requests
 
 from telemetry import clickhouse
 from telemetry import settings as cfg
+from pipeline.enrichment import load_config
 from pipeline.routing import WINDOW_MS
 from dev import demo_api
+from dev.node_exporter import NodeExporter
 from dev.simulator import truth as ground_truth
+from dev.simulator.config import SimConfig
 from dev.stack.flink import cli
+from dev.stack.prometheus import SCRAPE_INTERVAL_S, SIMULATED_NODES_JOB, node_targets
 
 TIMEOUT_S = 240
+SEED = 1
+SCRAPE_WAIT_S = 30
 
 
 def say(text: str) -> None:
@@ -67,8 +76,53 @@ def wait_running(s: cfg.Settings, job_id: str) -> None:
     raise SystemExit(f"job {job_id} did not start running within 120 s")
 
 
+def serve_node_metrics(s: cfg.Settings, exporter: NodeExporter) -> float | None:
+    """Serve the exporter, list it in the file the stack's Prometheus watches (job simulated-nodes) and wait for
+    its first scrape; the time of that scrape (epoch s), or None if Prometheus did not scrape it in time."""
+    exporter.serve()
+    path = node_targets(s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    host, port = exporter.server.server_address[:2]
+    staged = path.with_suffix(".tmp")  # renamed into place: Prometheus never reads half a file
+    staged.write_text(json.dumps([{"targets": [f"{host}:{port}"]}]))
+    staged.replace(path)
+    deadline = time.monotonic() + SCRAPE_WAIT_S
+    while time.monotonic() < deadline:
+        active = requests.get(f"{s.prometheus_url}/api/v1/targets", params={"state": "active"},
+                              timeout=5).json()["data"]["activeTargets"]
+        if any(t["labels"].get("job") == SIMULATED_NODES_JOB and t["health"] == "up" for t in active):
+            return time.time()
+        time.sleep(1)
+    return None
+
+
+def withdraw_node_metrics(s: cfg.Settings, exporter: NodeExporter | None) -> None:
+    node_targets(s).unlink(missing_ok=True)
+    if exporter is not None:
+        exporter.close()
+
+
+def first_record_at(scraped_at: float | None) -> int:
+    """When the run starts: the next window boundary, late enough that Prometheus holds two scrapes of the
+    simulated nodes before the enrichment's first evaluation time (a step before the first task at worst), so
+    rate() has its two samples."""
+    lead_ms = 1000
+    if scraped_at is not None:
+        ready_ms = (scraped_at + 2 * SCRAPE_INTERVAL_S + load_config().step_s) * 1000
+        lead_ms = max(lead_ms, int(ready_ms - time.time() * 1000))
+    return next_window_start(lead_ms)
+
+
+def enrichment_shares(ch: Any, db: str, span: dict[str, int]) -> str:
+    """The run's task facts by enrichment status, e.g. "ok 97.9 % (3,712), partial 2.1 % (80)"."""
+    rows = ch.query(f"SELECT enrichment_status, count() FROM {db}.task_facts FINAL WHERE {in_span('finished_at')} "
+                    "GROUP BY enrichment_status ORDER BY count() DESC", parameters=span).result_rows
+    total = sum(n for _, n in rows) or 1
+    return ", ".join(f"{status} {100 * n / total:.1f} % ({n:,})" for status, n in rows)
+
+
 def simulate(s: cfg.Settings, start_ms: int, events: int, rate: int, truth: Path | None, clean: bool = False,
-             seed: int = 1) -> subprocess.Popen[bytes]:
+             seed: int = SEED) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "dev.simulator", "--seed", str(seed), "--events", str(events),
                "--rate", str(rate), "--start", str(start_ms), "--bootstrap", s.kafka_direct_url]
     if truth:
@@ -178,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     truth_path = work / "truth.json"
     started = time.monotonic()
+    # The run's attempts are simulated for the node metrics while Flink starts the job; the run is placed later.
+    pool = ThreadPoolExecutor(1)
+    building: Future[NodeExporter] = pool.submit(
+        NodeExporter, SimConfig(seed=SEED, events=args.events, rate=args.rate), start=False, port=0)
+    pool.shutdown(wait=False)
     say("submitting jobs/telemetry_job.py to the session cluster (flink run)")
     job_id = submit_job(s, int(time.time() * 1000), work / "flink-run.log")
     wait_running(s, job_id)
@@ -189,9 +248,20 @@ def main(argv: list[str] | None = None) -> int:
                                  stderr=subprocess.STDOUT)
     say("heartbeats running: a record per source partition every "
         f"{s.heartbeat_interval_ms} ms, so quiet partitions never hold windows back")
+    exporter: NodeExporter | None = None
     try:
+        exporter = building.result()
+        scraped_at = serve_node_metrics(s, exporter)
+        if scraped_at is None:
+            say(f"WARNING: Prometheus ({s.prometheus_url}) did not scrape the simulated nodes ({exporter.url}) "
+                f"within {SCRAPE_WAIT_S} s, so task enrichment will be `unavailable`. A Prometheus started before "
+                f"the stack scraped them lacks the job {SIMULATED_NODES_JOB}: `python -m dev.stack down "
+                "prometheus`, then run the demo again")
+        else:
+            say(f"simulated nodes' metrics at {exporter.url}, scraped by Prometheus (job {SIMULATED_NODES_JOB})")
         # Heartbeats keep every partition's watermark moving, so the last windows fire although the traffic stops.
-        start_ms = next_window_start(1000)
+        start_ms = first_record_at(scraped_at)
+        exporter.start_at(start_ms)
         duration_ms = -(-args.events * 1000 // args.rate // WINDOW_MS) * WINDOW_MS
         span = {"since": start_ms // 1000, "until": (start_ms + duration_ms) // 1000}
         while time.time() * 1000 < start_ms - 200:
@@ -214,13 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ground truth reached in ClickHouse {time.monotonic() - started:.0f} s after submitting the job")
         summary(ch, s.clickhouse_database, span)
         print()
+        say("task facts by enrichment status: " + enrichment_shares(ch, s.clickhouse_database, span))
         say(f"raw lake (Parquet, topic=/date=/hour=): {s.effective_lake_uri}")
         say(f"ground truth: {truth_path}")
     finally:
         stop_run(s, job_id, loader, heartbeat)
+        withdraw_node_metrics(s, exporter)
         loader_log.close()
         say(f"job {job_id} cancelled, loader stopped")
-    demo_api.show(s, 1, start_ms, start_ms + duration_ms, work, say)
+    demo_api.show(s, SEED, start_ms, start_ms + duration_ms, work, say)
     say("API stopped")
     return 0
 

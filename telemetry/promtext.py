@@ -32,9 +32,11 @@ class Metric:
     def set(self, *labels: str, value: float) -> None:
         self.values[labels] = value
 
-    def render(self) -> list[str]:
+    def render(self, timestamp_ms: int | None = None) -> list[str]:
+        """The family's lines; with timestamp_ms every sample carries it (the time its value is for)."""
         lines = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} {self.kind}"]
-        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in sorted(self.values.items())]
+        at = "" if timestamp_ms is None else f" {timestamp_ms}"
+        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}{at}" for k, v in sorted(self.values.items())]
         return lines
 
 
@@ -52,12 +54,13 @@ class Histogram(Metric):
         counts[-1] += 1
         self.values[labels] = self.values.get(labels, 0.0) + value
 
-    def render(self) -> list[str]:
+    def render(self, timestamp_ms: int | None = None) -> list[str]:
         lines = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} histogram"]
+        at = "" if timestamp_ms is None else f" {timestamp_ms}"
         for k, counts in sorted(self.counts.items()):
             for bound, n in zip((*map(repr, self.buckets), "+Inf"), counts):
                 le = 'le="' + bound + '"'
-                lines.append(f"{self.name}_bucket{_labels(self.labelnames, k, le)} {n}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, k)} {_number(self.values[k])}")
-            lines.append(f"{self.name}_count{_labels(self.labelnames, k)} {counts[-1]}")
+                lines.append(f"{self.name}_bucket{_labels(self.labelnames, k, le)} {n}{at}")
+            lines.append(f"{self.name}_sum{_labels(self.labelnames, k)} {_number(self.values[k])}{at}")
+            lines.append(f"{self.name}_count{_labels(self.labelnames, k)} {counts[-1]}{at}")
         return lines

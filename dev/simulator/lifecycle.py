@@ -75,6 +75,20 @@ class _Attempt:
     late_start: int | None = None  # when its xumi.task.started is delivered, if after its end
 
 
+@dataclass(frozen=True)
+class NodeUse:
+    """What one attempt did to its node, for the simulated node metrics (dev/simulator/nodes.py): it held `gpus`
+    GPUs and `cpus` cores over [start_ms, stop_ms) with the model's memory on them, and read its artifacts."""
+
+    host_name: str
+    start_ms: int
+    stop_ms: int  # its end, or the crash of an orphan
+    gpus: int
+    cpus: int
+    mem_gb: float  # the model's memory, spread over its GPUs
+    reads: tuple[tuple[int, int, float], ...]  # (start ms, stop ms, bytes/s) of each load not served from cache
+
+
 class TaskPlanner:
     """Plans tasks against the world, keeping each node's checkpoint cache (cache hits are state, not dice)."""
 
@@ -115,6 +129,8 @@ class TaskPlanner:
                 else None
             sim.schedule_event(ts, topic, key_bytes, cls, fields, held)
         self._truth(task_id, user, project, combo, attempts, steps, workflow_only)
+        if sim.node_uses is not None:
+            sim.node_uses.extend(_node_use(a, combo.model.mem_gb) for a in attempts)
         return True
 
     def _plan_attempts(self, combo: Combo, t: int, out_tokens: int,
@@ -370,6 +386,16 @@ class TaskPlanner:
                 row = truth.row(CREDITS, ts, dims)
                 row[s_col] += Decimal(repr(fields["units"])) * Decimal(repr(fields["seconds"]))
                 row[c_col] += fields["credits"]
+
+
+def _node_use(a: _Attempt, mem_gb: float) -> NodeUse:
+    """A failed load read at its storage's speed until the attempt stopped; a finished one its bytes over its
+    duration (what its load.finish event says)."""
+    storage = STORAGE_READ[a.node.storage_type] * 1000
+    reads = tuple((ld.start, a.stop, storage) if ld.duration is None else
+                  (ld.start, ld.start + ld.duration, ld.size * 1000 / ld.duration)
+                  for ld in a.loads if not ld.cache_hit)
+    return NodeUse(a.node.host_name, a.started, a.stop, a.gpus, a.cpus, mem_gb, reads)
 
 
 _CREDIT_CLASS: dict[tuple[str, str], type] = {

@@ -13,7 +13,7 @@ from dev.simulator import audit, llm
 from dev.simulator.config import SimConfig
 from dev.simulator.encode import TsFormatter, codec
 from dev.simulator.faults import Reorder, malformed
-from dev.simulator.lifecycle import TaskPlanner
+from dev.simulator.lifecycle import NodeUse, TaskPlanner
 from dev.simulator.rand import Rand
 from dev.simulator.truth import Truth
 from dev.simulator.world import World, build_world
@@ -33,7 +33,7 @@ _SERVICE_MSG_P = 0.01
 class Simulation:
     """One run: world, clock, pending events, delivery effects and the ground truth, all from `cfg`."""
 
-    def __init__(self, cfg: SimConfig, check: bool = False) -> None:
+    def __init__(self, cfg: SimConfig, check: bool = False, node_uses: list[NodeUse] | None = None) -> None:
         self.cfg = cfg
         self.check = check  # build every event's model too and require identical bytes (tests, --check-events)
         self.fmt_ts = TsFormatter()
@@ -49,6 +49,7 @@ class Simulation:
         self.planned_llm_records = 0
         self.planned_audit_records = 0
         self.tasks = TaskPlanner(self)
+        self.node_uses = node_uses  # when a list: every accepted attempt's NodeUse is appended
         # (ts, seq, topic, key, model, fields, held until): events wait here for their event time
         self._heap: list[tuple[int, int, str, bytes, type, dict[str, Any], int | None]] = []
         self._seq = 0

@@ -31,16 +31,17 @@ class VmType:
     gpu_mem_gb: int
     cpu_price: Decimal  # credits per core-second
     gpu_price: Decimal  # credits per GPU-second
+    ram_gb: int  # host memory (the simulated node metrics' MemTotal)
 
 
 # Azure-style names (seed 001 mentions NV6 and x4GPUlarge); prices are plausible list prices per hour.
 VM_TYPES: tuple[VmType, ...] = (
-    VmType("D8s_v5", 8, 0, "", 0, per_second("0.048"), Decimal(0)),
-    VmType("NV6", 6, 1, "tesla_m60", 8, per_second("0.05"), per_second("0.9")),
-    VmType("NC6s_v3", 6, 1, "v100_16gb", 16, per_second("0.05"), per_second("3.0")),
-    VmType("NC24ads_A100_v4", 24, 1, "a100_80gb", 80, per_second("0.05"), per_second("3.67")),
-    VmType("x4GPUlarge", 48, 4, "l4_24gb", 24, per_second("0.05"), per_second("0.8")),
-    VmType("NC96ads_A100_v4", 96, 4, "a100_80gb", 80, per_second("0.05"), per_second("3.67")),
+    VmType("D8s_v5", 8, 0, "", 0, per_second("0.048"), Decimal(0), 32),
+    VmType("NV6", 6, 1, "tesla_m60", 8, per_second("0.05"), per_second("0.9"), 56),
+    VmType("NC6s_v3", 6, 1, "v100_16gb", 16, per_second("0.05"), per_second("3.0"), 112),
+    VmType("NC24ads_A100_v4", 24, 1, "a100_80gb", 80, per_second("0.05"), per_second("3.67"), 220),
+    VmType("x4GPUlarge", 48, 4, "l4_24gb", 24, per_second("0.05"), per_second("0.8"), 192),
+    VmType("NC96ads_A100_v4", 96, 4, "a100_80gb", 80, per_second("0.05"), per_second("3.67"), 880),
 )
 SERVICE_VM = VM_TYPES[0]
 # Share of GPU nodes per GPU VM type: mostly single-A100 boxes, some big and some small ones.

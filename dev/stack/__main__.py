@@ -24,7 +24,8 @@ services, in start order: {', '.join(NAMES)}
   minio       $MINIO_BIN (else `minio` on PATH; `make minio` builds it) on S3_ENDPOINT's port, console on that
               port + 1; root credentials generated once into <state>/minio/credentials.env (mode 600);
               creates the bucket LAKE_BUCKET
-  prometheus  /usr/bin/prometheus on PROMETHEUS_URL's port, scraping itself and Flink's reporters
+  prometheus  /usr/bin/prometheus on PROMETHEUS_URL's port, scraping itself, Flink's reporters and the targets
+              listed in <state>/prometheus/targets/*.json (job simulated-nodes: `make demo`'s node exporter)
   flink       session cluster (1 JobManager, 1 TaskManager with 4 slots) from the PyFlink distribution's scripts,
               REST and web UI on FLINK_REST_URL's port; JobManager RPC on 6123 and Prometheus reporters on
               9249 (JobManager) / 9250 (TaskManager), all shifted by (FLINK_REST_URL's port - 8081)

@@ -1,5 +1,6 @@
-"""Prometheus (Debian's package) on the port of PROMETHEUS_URL, scraping itself and the Flink metrics
-reporter of the JobManager and the TaskManager; config and TSDB under <state>/prometheus/.
+"""Prometheus (Debian's package) on the port of PROMETHEUS_URL, scraping itself, the Flink metrics reporter of
+the JobManager and the TaskManager, and the targets listed in <state>/prometheus/targets/*.json (job
+simulated-nodes: the demo's node exporter while it runs); config and TSDB under <state>/prometheus/.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import yaml
 
 from dev.stack.flink import reporter_ports
 from dev.stack.process import Launch, Port, Service, StackError, http_ok, local_port
+from telemetry.settings import Settings
 
-SCRAPE_INTERVAL = "5s"  # short, so a job's metrics show up while a test or the demo still runs
+SCRAPE_INTERVAL_S = 5  # short, so a job's metrics show up while a test or the demo still runs
+SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
+SIMULATED_NODES_JOB = "simulated-nodes"
 RETENTION = "15d"
 
 
@@ -37,12 +41,17 @@ class Prometheus(Service):
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         jobmanager, taskmanager = reporter_ports(self.settings)
+        node_targets(self.settings).parent.mkdir(exist_ok=True)
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "scrape_configs": [
                 {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]},
                 {"job_name": "flink-jobmanager", "static_configs": [{"targets": [f"127.0.0.1:{jobmanager}"]}]},
                 {"job_name": "flink-taskmanager", "static_configs": [{"targets": [f"127.0.0.1:{taskmanager}"]}]},
+                # Watched files: the demo adds its exporter while it runs and takes it away after, so no target
+                # is down between runs.
+                {"job_name": SIMULATED_NODES_JOB,
+                 "file_sd_configs": [{"files": [str(node_targets(self.settings).parent / "*.json")]}]},
             ],
         }
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -69,3 +78,8 @@ class Prometheus(Service):
 
     def healthy(self) -> bool:
         return http_ok(f"{self.url()}/-/ready")
+
+
+def node_targets(settings: Settings) -> Path:
+    """The file_sd file listing the simulated nodes' exporter (job simulated-nodes); absent when none runs."""
+    return settings.state_dir / Prometheus.name / "targets" / f"{SIMULATED_NODES_JOB}.json"

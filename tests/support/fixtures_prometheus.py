@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's 2.42) serving known node history: series written as OpenMetrics, loaded with
-`promtool tsdb create-blocks-from openmetrics`, served read-only on a free 127.0.0.1 port.
+`promtool tsdb create-blocks-from openmetrics`, served read-only on a free 127.0.0.1 port; or, with
+`run_prometheus`, one with a configuration of the test's own (scraping what the test serves).
 
 Import the fixture into a test module (`from tests.support.fixtures_prometheus import prometheus_history`), or serve
 other nodes' history with `serve_history`.
@@ -139,19 +140,30 @@ class PrometheusHistory:
 @contextmanager
 def serve_history(work: Path, nodes: tuple[Node, ...]) -> Iterator[PrometheusHistory]:
     """A Prometheus on 127.0.0.1 whose TSDB in `work` holds the nodes' series over HISTORY (no scraping)."""
-    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not prometheus or not promtool:
-        pytest.fail("prometheus / promtool not on PATH: run `make system-deps` (Debian package prometheus)")
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool not on PATH: run `make system-deps` (Debian package prometheus)")
     (work / "history.om").write_text(openmetrics(nodes))
     subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(work / "history.om"),
                     str(work / "data")], check=True, capture_output=True, timeout=120)
-    (work / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    # the history is months old: a long retention keeps it
+    with run_prometheus(work, "global:\n  scrape_interval: 15s\n", retention="3650d") as url:
+        yield PrometheusHistory(url, nodes)
+
+
+@contextmanager
+def run_prometheus(work: Path, config: str, retention: str = "15d") -> Iterator[str]:
+    """A Prometheus on a free 127.0.0.1 port with this configuration (YAML) and its TSDB in work/data; its URL."""
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        pytest.fail("prometheus not on PATH: run `make system-deps` (Debian package prometheus)")
+    (work / "prometheus.yml").write_text(config)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(work / "prometheus.log", "wb") as log:
         proc = subprocess.Popen([prometheus, f"--config.file={work / 'prometheus.yml'}",
                                  f"--storage.tsdb.path={work / 'data'}",
-                                 "--storage.tsdb.retention.time=3650d",  # the history is months old
+                                 f"--storage.tsdb.retention.time={retention}",
                                  f"--web.listen-address=127.0.0.1:{port}",
                                  f"--web.console.templates={work}", f"--web.console.libraries={work}"],
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -161,7 +173,7 @@ def serve_history(work: Path, nodes: tuple[Node, ...]) -> Iterator[PrometheusHis
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"prometheus did not start:\n{(work / 'prometheus.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        yield PrometheusHistory(url, nodes)
+        yield url
     finally:
         proc.terminate()
         try:

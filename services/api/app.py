@@ -268,16 +268,21 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def json_bytes(content: Any) -> bytes:
+    """An answer's JSON: compact, UTF-8, NaN and infinity as null."""
+    try:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                          default=_default).encode()
+    except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
+        return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                          default=_default).encode()
+
+
 class JsonBody(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        try:
-            return json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                              default=_default).encode()
-        except ValueError:  # a NaN or infinity somewhere: null instead, walking the answer (rare, slow)
-            return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                              default=_default).encode()
+        return json_bytes(content)
 
 
 def page(request: Request, rows: list[dict[str, Any]], limit: int, offset: int, meta: dict[str, Any]) -> JsonBody:

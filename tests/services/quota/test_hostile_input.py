@@ -137,8 +137,10 @@ def refused(stack: QuotaStack) -> float:
 
 content_types = st.sampled_from([b"application/json", b"application/json; charset=utf-8", b"application/problem+json",
                                  b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data", b"",
-                                 b"application/jsonx", b"\xff\xfe"]) | st.binary(max_size=20).filter(
-    lambda b: b"\r" not in b and b"\n" not in b and b"\x00" not in b) | st.none()
+                                 b"application/jsonx", b"\xff\xfe"]) | st.none() | st.binary(max_size=20).filter(
+    # what a header value may hold (RFC 9110: visible characters, space, tab, obs-text); anything else is refused by
+    # uvicorn's HTTP parser with a plain 400 before the service sees the request
+    lambda b: all(c == 9 or 32 <= c <= 126 or c >= 128 for c in b))
 raw_bodies = st.binary(max_size=300) | bodies.map(json.dumps).map(str.encode) | st.sampled_from([
     b"", b"{", b"\xff\xfe{}", b'{"tenant": "\xff"}', b'{"tenant": "\\ud800"}', b"[" * 5000 + b"]" * 5000,
     b"{" + b'"a":{' * 2000 + b"}" * 2001, b"1" * 5000, b"NaN", b"null", '{"tenant": "é"}'.encode("utf-16")])

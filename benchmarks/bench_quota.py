@@ -34,6 +34,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import psycopg
 from confluent_kafka import Producer
@@ -240,12 +241,7 @@ async def offered(base: str, token: str, users: int, rate: int, duration: float,
                 await asyncio.sleep(wait)
             await exchange(conn, requests[i % users], due, tally)
 
-    try:
-        await asyncio.gather(*(sender(conn) for conn in pool))
-    finally:
-        tally.stop()
-        await asyncio.gather(*(conn.close() for conn in pool))
-    return tally
+    return await across(pool, sender, tally)
 
 
 async def closed(base: str, token: str, make: list[dict[str, str]], clients: int, pid: int) -> Tally:
@@ -259,8 +255,13 @@ async def closed(base: str, token: str, make: list[dict[str, str]], clients: int
         while queue:
             await exchange(conn, queue.pop(), time.perf_counter(), tally)
 
+    return await across(pool, worker, tally)
+
+
+async def across(pool: list[Connection], work: Callable[[Connection], Awaitable[None]], tally: Tally) -> Tally:
+    """work() on every connection of the pool at once; the tally stopped when the last is done."""
     try:
-        await asyncio.gather(*(worker(conn) for conn in pool))
+        await asyncio.gather(*(work(conn) for conn in pool))
     finally:
         tally.stop()
         await asyncio.gather(*(conn.close() for conn in pool))

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sock.listen(2048)
     feed = UsageFeed(quota, config.kafka_direct_url, topics.USAGE_TOPIC, topics.QUOTA_EXCEEDED_TOPIC,
-                     on_record=metrics.record, on_event=metrics.event)
+                     on_record=metrics.record, on_event=metrics.event, on_undelivered=metrics.undelivered)
     feed.start()
     stop = threading.Event()
     threading.Thread(target=refresher.loop, args=(stop,), name="quota-refresh", daemon=True).start()

@@ -50,11 +50,13 @@ class QuotaMetrics:
         with self.lock:
             self.records.inc(result)
 
-    def event(self, event: dict[str, object], delivered: bool) -> None:
+    def event(self, event: dict[str, object]) -> None:
         with self.lock:
             self.exceeded.inc(str(event["metric"]), str(event["scope"]), str(event["period"]), str(event["level"]))
-            if not delivered:
-                self.events_failed.inc()
+
+    def undelivered(self, _: dict[str, object]) -> None:
+        with self.lock:
+            self.events_failed.inc()
 
     def render(self, quota: Quota) -> str:
         with self.lock:

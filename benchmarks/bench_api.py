@@ -104,6 +104,10 @@ class Connection:
 
     async def send(self, request: bytes) -> int:
         """The answer's status, its body read."""
+        return (await self.exchange(request))[0]
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """The answer's status and body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -113,13 +117,16 @@ class Connection:
         if at < 0:
             raise RuntimeError(f"an answer without Content-Length: {head[:200]!r}")
         length = int(head[at + 17:head.index(b"\r\n", at + 2)])
-        await self.reader.readexactly(length)
-        return int(head[9:12])
+        return int(head[9:12]), await self.reader.readexactly(length)
 
     async def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
+            writer, self.writer = self.writer, None
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:  # the server closed it first
+                pass
 
 
 def requests_of(conn: Connection, issued: dict[str, str], extra: dict[str, str],

@@ -8,10 +8,14 @@ postgres` with shifted ports in the environment). Builds a ClickHouse and a Post
 (bench_quota): --users hot users (10 tenants with a tenant limit each, so the service loads those tenants' months
 from ClickHouse ahead of any check) with one usage record per day of the month so far on the usage topic and a limit
 for every tenth user, and --users cold users (10 other tenants) with a month of usage in usage_10s only; starts
-`python -m services.quota`; the clients run in this process (asyncio + aiohttp) on the same machine, so their CPU
-competes with the service's.
+`python -m services.quota`. The clients run in this process on the same machine, so their CPU competes with the
+service's: they are kept cheap (bench_api's clients: raw keep-alive connections, requests written as prepared bytes,
+answers read by Content-Length), and each run prints the CPU the service and the clients spent per check. The offered
+run is open loop: check i is due at start + i / rate and goes out on the next free connection of a pool of
+--connections; its latency counts from when it was due, so a slow answer delays the checks queued behind it in the
+figures too (no coordinated omission).
 
-    python benchmarks/bench_quota.py [--users 10000] [--rate 2000] [--duration 20] [--clients 32]
+    python benchmarks/bench_quota.py [--users 10000] [--rate 2000] [--duration 20] [--clients 32] [--connections 64]
 
 Freshness here is the quota service's part (usage record produced -> visible in a check); the job adds its own
 before that (the 1 s slice and the watermark's out-of-orderness, 5 s by default, before a user's running total is
@@ -30,13 +34,14 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Awaitable, Callable
 
-import aiohttp
 import psycopg
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_api import Connection, process_cpu  # noqa: E402
 from services.api import directory, tokens  # noqa: E402
 from telemetry import clickhouse, settings, topics  # noqa: E402
 from telemetry.migrate import migrate, migrate_postgres  # noqa: E402
@@ -134,17 +139,25 @@ def start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split("serving on ")[1].split(",")[0]
 
 
-async def wait_ready(base: str) -> float:
+async def wait_ready(base: str) -> tuple[float, int]:
+    """(seconds until /health answered 200, the usage records it had read)."""
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session:
+    conn = Connection(base)
+    try:
         while True:
             try:
-                async with session.get(base + "/health") as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except aiohttp.ClientError:
-                pass
+                status, answer = await conn.exchange(get(conn, "/health"))
+                if status == 200:
+                    return time.monotonic() - started, json.loads(answer)["records"]
+            except (OSError, asyncio.IncompleteReadError):
+                await conn.close()
             await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+def get(conn: Connection, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\n\r\n".encode()
 
 
 def body(tenant_of: int, user: str) -> dict[str, str]:
@@ -152,79 +165,117 @@ def body(tenant_of: int, user: str) -> dict[str, str]:
             "amount": "1"}
 
 
-async def check(session: aiohttp.ClientSession, base: str, payload: dict[str, str], latencies: list[float],
-                sources: dict[str, int]) -> None:
-    sent = time.perf_counter()
+def post(conn: Connection, token: str, payload: dict[str, str]) -> bytes:
+    """A prepared POST /v1/check."""
+    content = json.dumps(payload, separators=(",", ":")).encode()
+    return (f"POST /v1/check HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n").encode() + content
+
+
+class Tally:
+    """Latencies and answers by source (or status, or error) of one run, and the CPU spent during it."""
+
+    def __init__(self, pid: int) -> None:
+        self.latencies: list[float] = []
+        self.sources: dict[str, int] = {}
+        self.pid = pid
+        self.started = time.perf_counter()
+        self.service_cpu, self.client_cpu = process_cpu(pid), time.process_time()
+        self.seconds = 0.0
+
+    def count(self, key: str) -> None:
+        self.sources[key] = self.sources.get(key, 0) + 1
+
+    def answer(self, status: int, answer: bytes, since: float) -> None:
+        self.latencies.append(time.perf_counter() - since)
+        at = answer.find(b'"source":"')
+        self.count(answer[at + 10:answer.index(b'"', at + 10)].decode() if status == 200 and at >= 0 else f"http-{status}")
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.service_cpu = process_cpu(self.pid) - self.service_cpu
+        self.client_cpu = time.process_time() - self.client_cpu
+
+
+async def exchange(conn: Connection, request: bytes, since: float, tally: Tally) -> None:
     try:
-        async with session.post(base + "/v1/check", json=payload) as response:
-            answer = await response.json()
-    except aiohttp.ClientError as exc:  # counted, not timed
-        key = f"error {type(exc).__name__}"
-        sources[key] = sources.get(key, 0) + 1
+        status, answer = await conn.exchange(request)
+    except (OSError, asyncio.IncompleteReadError) as exc:  # counted, not timed; the next check reconnects
+        tally.count(f"error {type(exc).__name__}")
+        await conn.close()
         return
-    latencies.append(time.perf_counter() - sent)
-    key = answer.get("source", f"http-{response.status}")
-    sources[key] = sources.get(key, 0) + 1
+    tally.answer(status, answer, since)
 
 
 async def warm_up(base: str, token: str) -> float:
     """Until the refresher has loaded every hot tenant's month (checks of their users answer from memory)."""
     started = time.monotonic()
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+    conn = Connection(base)
+    try:
         while True:
-            sources: dict[str, int] = {}
+            tally = Tally(os.getpid())
             for t in range(TENANTS):
-                await check(session, base, body(t, f"hot-{t}"), [], sources)
-            if sources == {"memory": TENANTS}:
+                await exchange(conn, post(conn, token, body(t, f"hot-{t}")), time.perf_counter(), tally)
+            if tally.sources == {"memory": TENANTS}:
                 return time.monotonic() - started
             await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
 
 
-async def offered(base: str, token: str, users: int, rate: int, duration: float) -> tuple[list[float], dict[str, int], float]:
-    """Open loop: a check every 1/rate s (hot users round robin) whatever the answers' latency."""
-    latencies: list[float] = []
-    sources: dict[str, int] = {}
-    # idle connections closed by the client before uvicorn's 5 s keep-alive timeout closes them under a request
-    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=3)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, connector=connector) as session:
-        pending = set()
-        started = time.perf_counter()
-        n = 0
-        while (elapsed := time.perf_counter() - started) < duration:
-            due = n / rate
-            if due > elapsed:
-                await asyncio.sleep(due - elapsed)
-            u = n % users
-            pending.add(asyncio.ensure_future(check(session, base, body(u, f"hot-{u}"), latencies, sources)))
-            n += 1
-            if len(pending) > 512:
-                pending = {p for p in pending if not p.done()}
-        await asyncio.gather(*pending)
-        seconds = time.perf_counter() - started
-    return latencies, sources, seconds
+async def offered(base: str, token: str, users: int, rate: int, duration: float, connections: int,
+                  pid: int) -> Tally:
+    """Open loop: check i is due at start + i / rate (hot users round robin) and goes out on the next free
+    connection of the pool; its latency counts from when it was due."""
+    pool = [Connection(base) for _ in range(connections)]
+    requests = [post(pool[0], token, body(u, f"hot-{u}")) for u in range(users)]
+    total = int(rate * duration)
+    slots = iter(range(total))
+    tally = Tally(pid)
+
+    async def sender(conn: Connection) -> None:
+        for i in slots:  # the next check due, whichever connection is free first
+            due = tally.started + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await exchange(conn, requests[i % users], due, tally)
+
+    return await across(pool, sender, tally)
 
 
-async def closed(base: str, token: str, make: list[dict[str, str]], clients: int) -> tuple[list[float], dict[str, int], float]:
-    """Closed loop: `clients` concurrent callers through the given checks once each; as fast as answers come."""
-    latencies: list[float] = []
-    sources: dict[str, int] = {}
-    queue = list(reversed(make))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                     connector=aiohttp.TCPConnector(limit=clients, keepalive_timeout=3)) as session:
-        async def worker() -> None:
-            while queue:
-                await check(session, base, queue.pop(), latencies, sources)
+async def closed(base: str, token: str, make: list[dict[str, str]], clients: int, pid: int) -> Tally:
+    """Closed loop: `clients` concurrent callers, a connection each, through the given checks once each, as fast as
+    answers come."""
+    pool = [Connection(base) for _ in range(clients)]
+    queue = [post(pool[0], token, payload) for payload in reversed(make)]
+    tally = Tally(pid)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        seconds = time.perf_counter() - started
-    return latencies, sources, seconds
+    async def worker(conn: Connection) -> None:
+        while queue:
+            await exchange(conn, queue.pop(), time.perf_counter(), tally)
+
+    return await across(pool, worker, tally)
 
 
-def show(title: str, latencies: list[float], sources: dict[str, int], seconds: float) -> None:
-    print(f"{title}: {len(latencies):,} checks in {seconds:.1f} s = {len(latencies) / seconds:,.0f} decisions/s; "
+async def across(pool: list[Connection], work: Callable[[Connection], Awaitable[None]], tally: Tally) -> Tally:
+    """work() on every connection of the pool at once; the tally stopped when the last is done."""
+    try:
+        await asyncio.gather(*(work(conn) for conn in pool))
+    finally:
+        tally.stop()
+        await asyncio.gather(*(conn.close() for conn in pool))
+    return tally
+
+
+def show(title: str, tally: Tally) -> None:
+    done = len(tally.latencies)
+    latencies = tally.latencies
+    print(f"{title}: {done:,} checks in {tally.seconds:.1f} s = {done / tally.seconds:,.0f} decisions/s; "
           f"p50 {percentile(latencies, 0.5):.2f} ms, p99 {percentile(latencies, 0.99):.2f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms; sources {sources}", flush=True)
+          f"max {max(latencies, default=float('nan')) * 1000:.1f} ms; sources {tally.sources}; CPU per check: service "
+          f"{tally.service_cpu / max(done, 1) * 1e6:.0f} us, clients {tally.client_cpu / max(done, 1) * 1e6:.0f} us; "
+          f"load average {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
 
 
 async def freshness(s: settings.Settings, base: str, token: str, samples: int) -> list[float]:
@@ -232,23 +283,26 @@ async def freshness(s: settings.Settings, base: str, token: str, samples: int) -
     producer = Producer({"bootstrap.servers": s.kafka_direct_url, "linger.ms": 0, "enable.idempotence": True})
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     delays: list[float] = []
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+    conn = Connection(base)
+    try:
         for i in range(samples):
             u = 3 + 10 * i  # users without a limit, already in memory
             key = {"tenant_id": f"bench-h{u % TENANTS}", "department_id": "d1", "user_id": f"hot-{u}", "day": today}
             tokens_in = 100000 + i  # tokens: no limit binds them, so the answer's `used` is the user's day
+            request = post(conn, token, {**body(u, f"hot-{u}"), "metric": "tokens"})
             sent = time.perf_counter()
             producer.produce(topics.USAGE_TOPIC, json.dumps({**key, "tokens_in": tokens_in}).encode(),
                              json.dumps(key).encode())
             producer.poll(0)
             while time.perf_counter() - sent < 30:
-                async with session.post(base + "/v1/check", json={**body(u, f"hot-{u}"), "metric": "tokens"}) as response:
-                    answer = await response.json()
+                answer = json.loads((await conn.exchange(request))[1])
                 if answer.get("used") == str(tokens_in):
                     break
             else:
                 raise SystemExit(f"freshness: a usage record was not seen within 30 s: {answer}")
             delays.append(time.perf_counter() - sent)
+    finally:
+        await conn.close()
     producer.flush(10)
     return delays
 
@@ -296,19 +350,18 @@ async def run(args: argparse.Namespace) -> int:
     log = Path(args.log)
     proc, base = start(env, log)
     try:
-        rebuilt = await wait_ready(base)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(base + "/health") as response:
-                held = (await response.json())["records"]
+        rebuilt, held = await wait_ready(base)
         print(f"rebuild: ready {rebuilt:.1f} s after it began serving, having read the whole usage topic of this stack "
               f"({held:,} records, earlier runs' included: {held / rebuilt:,.0f} records/s)", flush=True)
         hot = [body(u, f"hot-{u}") for u in range(args.users)]
         warm = await warm_up(base, token)
         print(f"warm-up: the hot tenants' months loaded from ClickHouse {warm:.1f} s after ready", flush=True)
-        show(f"in memory at an offered {args.rate:,}/s", *await offered(base, token, args.users, args.rate, args.duration))
-        show(f"in memory, flat out ({args.clients} clients)", *await closed(base, token, hot * 2, args.clients))
+        show(f"in memory at an offered {args.rate:,}/s ({args.connections} connections)",
+             await offered(base, token, args.users, args.rate, args.duration, args.connections, proc.pid))
+        show(f"in memory, flat out ({args.clients} clients)", await closed(base, token, hot * 2, args.clients, proc.pid))
         cold = [body(u, f"cold-{u}") for u in range(min(args.users, args.cold))]
-        show(f"cold users (first check each, {args.clients} clients)", *await closed(base, token, cold, args.clients))
+        show(f"cold users (first check each, {args.clients} clients)",
+             await closed(base, token, cold, args.clients, proc.pid))
         delays = await freshness(s, base, token, args.samples)
         print(f"freshness (usage record produced -> seen by a check), {len(delays)} samples: p50 "
               f"{percentile(delays, 0.5):.1f} ms, p99 {percentile(delays, 0.99):.1f} ms, mean "
@@ -326,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=2000, help="offered checks/s for the in-memory run (default 2000)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the offered run (default 20)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent callers of the closed runs (default 32)")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="keep-alive connections the offered run sends over (default 64)")
     parser.add_argument("--cold", type=int, default=2000, help="cold users checked (default 2000)")
     parser.add_argument("--samples", type=int, default=200, help="freshness samples (default 200)")
     parser.add_argument("--log", default="/tmp/bench_quota.log", help="the service's log (default /tmp/bench_quota.log)")

@@ -18,9 +18,10 @@ def build_parser(defaults: settings.Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.quota",
         description=(
-            "Serve the quota service (FastAPI on uvicorn): POST /v1/check (may this user, department, project or "
-            "tenant spend this amount of credits, gpu_seconds, cpu_seconds, tokens or cost now? allow or deny with the "
-            "limit, used, remaining, period and where the answer came from) and GET /v1/state. Usage comes from "
+            "Serve the quota service (uvicorn; POST /v1/check answered by a lean ASGI layer, the rest by FastAPI): "
+            "POST /v1/check (may this user, department, project or tenant spend this amount of credits, gpu_seconds, "
+            "cpu_seconds, tokens or cost now? allow or deny with the limit, used, remaining, period and where the "
+            "answer came from) and GET /v1/state. Usage comes from "
             f"{topics.USAGE_TOPIC} (read from its beginning into memory at every start), cold scopes from ClickHouse's "
             "usage_1d (as CLICKHOUSE_READER_USER), limits, grants and tokens from PostgreSQL (as POSTGRES_API_USER). "
             f"Crossing a soft or hard limit publishes an event on {topics.QUOTA_EXCEEDED_TOPIC}. Callers need a bearer "
@@ -84,14 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sock.listen(2048)
     feed = UsageFeed(quota, config.kafka_direct_url, topics.USAGE_TOPIC, topics.QUOTA_EXCEEDED_TOPIC,
-                     on_record=metrics.record, on_event=metrics.event)
+                     on_record=metrics.record, on_event=metrics.event, on_undelivered=metrics.undelivered)
     feed.start()
     stop = threading.Event()
     threading.Thread(target=refresher.loop, args=(stop,), name="quota-refresh", daemon=True).start()
     print(f"quota: serving on http://{args.host}:{sock.getsockname()[1]}, rebuilding from {topics.USAGE_TOPIC}", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(create_app(config, quota, metrics, directory, config.quota_auth_cache_s),
-                                      log_level=args.log_level, access_log=False)).run(sockets=[sock])
+                                      log_level=args.log_level, access_log=False,
+                                      http="httptools")).run(sockets=[sock])  # "auto" would fall back to h11, slowly
     finally:
         stop.set()
         feed.stop()

@@ -58,13 +58,16 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[Key, Raw | None]:
 
 
 class UsageFeed:
-    """The consumer thread. on_record(result) is told of every record: applied, rejected or dropped."""
+    """The consumer thread. on_record(result) is told of every record: applied, rejected or dropped; on_event(event)
+    of every crossing, before its event is produced (so whoever sees the event sees it counted), and
+    on_undelivered(event) of an event Kafka did not take."""
 
     def __init__(self, quota: Quota, bootstrap: str, topic: str, exceeded_topic: str,
                  on_record: Callable[[str], None] = lambda _: None,
-                 on_event: Callable[[dict[str, Any], bool], None] = lambda *_: None, sync_every_s: float = 1.0) -> None:
+                 on_event: Callable[[dict[str, Any]], None] = lambda _: None,
+                 on_undelivered: Callable[[dict[str, Any]], None] = lambda _: None, sync_every_s: float = 1.0) -> None:
         self.quota, self.topic, self.exceeded_topic = quota, topic, exceeded_topic
-        self.on_record, self.on_event = on_record, on_event
+        self.on_record, self.on_event, self.on_undelivered = on_record, on_event, on_undelivered
         self.sync_every_s = sync_every_s
         common = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}
         self.consumer = Consumer({**common, "group.id": f"telemetry-quota-{uuid.uuid4().hex[:8]}",
@@ -162,12 +165,13 @@ class UsageFeed:
                         event["period_start"], event["level"]))
 
         def delivered(err: Any, _msg: Any) -> None:
-            self.on_event(event, err is None)
             if err is not None:
+                self.on_undelivered(event)
                 LOG.error("quota: exceeded event not delivered: %s", err)
 
+        self.on_event(event)
         try:
             self.producer.produce(self.exceeded_topic, json.dumps(event).encode(), key.encode(), on_delivery=delivered)
         except (KafkaException, BufferError) as exc:
             LOG.error("quota: exceeded event not produced: %s", exc)
-            self.on_event(event, False)
+            self.on_undelivered(event)

@@ -18,6 +18,9 @@ class QuotaMetrics:
                              ("metric", "decision", "source"))
         self.latency = Histogram("telemetry_quota_check_seconds", "Time to decide a check, authentication included",
                                  ("source",), DECISION_BUCKETS)
+        self.refusals = Metric("telemetry_quota_checks_refused_total", "counter",
+                              "Checks answered with a problem instead of a decision, by its code (bad-parameter, ...)",
+                              ("code",))
         self.exceeded = Metric("telemetry_quota_exceeded_total", "counter",
                                "Soft or hard quota limits crossed by usage (each one also an event on quota.limit.exceeded)",
                                ("metric", "scope", "period", "level"))
@@ -39,15 +42,21 @@ class QuotaMetrics:
             self.checks.inc(answer.metric, "allow" if answer.allow else "deny", answer.source)
             self.latency.observe(answer.source, value=seconds)
 
+    def refused(self, code: str) -> None:
+        with self.lock:
+            self.refusals.inc(code)
+
     def record(self, result: str) -> None:
         with self.lock:
             self.records.inc(result)
 
-    def event(self, event: dict[str, object], delivered: bool) -> None:
+    def event(self, event: dict[str, object]) -> None:
         with self.lock:
             self.exceeded.inc(str(event["metric"]), str(event["scope"]), str(event["period"]), str(event["level"]))
-            if not delivered:
-                self.events_failed.inc()
+
+    def undelivered(self, _: dict[str, object]) -> None:
+        with self.lock:
+            self.events_failed.inc()
 
     def render(self, quota: Quota) -> str:
         with self.lock:
@@ -58,6 +67,6 @@ class QuotaMetrics:
             self.keys.set("stream", value=stream)
             self.keys.set("clickhouse", value=base)
             self.events_failed.values.setdefault((), 0)
-            families = (self.checks, self.latency, self.exceeded, self.events_failed, self.records, self.limit_errors,
-                        self.rebuilt, self.age, self.keys)
+            families = (self.checks, self.latency, self.refusals, self.exceeded, self.events_failed, self.records,
+                        self.limit_errors, self.rebuilt, self.age, self.keys)
             return "\n".join(line for family in families for line in family.render()) + "\n"

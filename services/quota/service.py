@@ -8,8 +8,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Callable
 
 from services.quota.ledger import Key, Ledger, ScopeKey, scope_keys
@@ -22,7 +23,13 @@ LimitBook = dict[tuple[str, str, str], list[Limit]]
 
 
 def utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
+    # POSIX time has 86,400 s a day: the day number alone names the UTC day (formatted once a day, not per check)
+    return _day_text(int(now // 86400))
+
+
+@lru_cache(maxsize=8)
+def _day_text(days: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=days)).isoformat()
 
 
 @dataclass

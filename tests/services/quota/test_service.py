@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from hypothesis import given, settings, strategies as st
+
 from services.quota.ledger import Ledger
 from services.quota.metrics import COLUMNS, NO_PRICES, raw
 from services.quota.rules import Limit
-from services.quota.service import Cold, Quota
+from services.quota.service import Cold, Quota, utc_day
 from services.quota.stores import StoreUnavailable
 
 D = Decimal
@@ -145,3 +147,11 @@ def test_projects_come_from_clickhouse_and_are_reused_for_a_while():
     clock.mono += q.project_cache_s + 1
     q.check("t", "project", "p", "tokens", D(1))
     assert len([a for a in asked if a[0] == "project"]) == 2
+
+
+@settings(max_examples=2000, deadline=None)
+@given(micros=st.integers(0, 10**16) | st.integers(0, 10**5).flatmap(
+    lambda day: st.sampled_from([day * 86400 * 10**6 + d for d in (-1, 0, 1)]).filter(lambda us: us >= 0)))
+def test_the_utc_day_of_any_clock_time_is_the_calendars(micros):
+    now = micros / 1e6  # as time.time() gives it, to the microsecond
+    assert utc_day(now) == datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 from clickhouse_connect.driver.client import Client
@@ -63,17 +65,22 @@ def generate(client: Client, database: str, month: date, store: Store, now: date
     return Generated(report, manifest, location.rsplit("/", 1)[0])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def previous_month(today: date) -> str:
+    first = today.replace(day=1)
+    return f"{first.year - (first.month == 1)}-{(first.month - 2) % 12 + 1:02d}"
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
         prog="python -m services.reports",
         description="Monthly chargeback report from the priced cost tables (costs_1d, filled by `python -m "
         "telemetry.costs refresh`): per department and project, by model / checkpoint, user and cost item, with "
         "the catalogue versions used, unpriced usage named, and the corrections since the last run of the month. "
         "ClickHouse from CLICKHOUSE_URL / CLICKHOUSE_DATABASE, read as the reader user (CLICKHOUSE_READER_USER).")
-    parser.add_argument("--url", help=f"ClickHouse HTTP URL (default: CLICKHOUSE_URL or {settings.Settings.clickhouse_url})")
-    parser.add_argument("--database",
+    root.add_argument("--url", help=f"ClickHouse HTTP URL (default: CLICKHOUSE_URL or {settings.Settings.clickhouse_url})")
+    root.add_argument("--database",
                         help=f"database (default: CLICKHOUSE_DATABASE or {settings.Settings.clickhouse_database})")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = root.add_subparsers(dest="command", required=True)
     gen = commands.add_parser(
         "generate", help="write one month's report: chargeback.csv, summary.csv, chargeback.parquet, report.html, "
         "report.pdf, corrections.csv (from the second run of a month on) and manifest.json")
@@ -85,15 +92,28 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"write to s3://LAKE_BUCKET/{PREFIX}/YYYY-MM/ at S3_ENDPOINT with S3_ACCESS_KEY / "
                        "S3_SECRET_KEY (locally: the stack's MinIO)")
     gen.add_argument("--no-pdf", action="store_true", help="skip report.pdf (it needs Debian's chromium)")
-    args = parser.parse_args(argv)
-    now = datetime.now(timezone.utc)
-    if args.month is None:
-        last = now.date().replace(day=1)
-        args.month = f"{last.year - (last.month == 1)}-{(last.month - 2) % 12 + 1:02d}"
-    try:
-        month = chargeback.parse_month(args.month, now.date())
-    except chargeback.MonthError as exc:
-        parser.error(str(exc))
+    gen.add_argument("--alive-file", type=Path, metavar="PATH",
+                     help="touched after every report written (a container health check reads its age)")
+    gen.add_argument("--every", type=float, metavar="SECONDS",
+                     help="keep running, a report every SECONDS (each run of a month shows the corrections since the "
+                     "last); without --month, the previous month as of each run; default: once")
+    return root
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.every is not None and args.every <= 0:
+        cli.error(f"--every {args.every}: give a positive number of seconds")
+    if args.month is not None:
+        try:
+            chargeback.parse_month(args.month, datetime.now(timezone.utc).date())
+        except chargeback.MonthError as exc:
+            cli.error(str(exc))
     try:
         config = settings.load()
         store = Store.s3(config) if args.s3 else Store.local(args.out)
@@ -101,10 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     url, database = args.url or config.clickhouse_url, args.database or config.clickhouse_database
-    client = clickhouse.connect(config, reader=True, url=url)
+    client = None
     try:
-        generate(client, database, month, store, now, pdf=not args.no_pdf)
-        return 0
+        client = clickhouse.connect(config, reader=True, url=url)
+        while True:
+            now = datetime.now(timezone.utc)
+            month = chargeback.parse_month(args.month or previous_month(now.date()), now.date())
+            generate(client, database, month, store, now, pdf=not args.no_pdf)
+            if args.alive_file is not None:
+                args.alive_file.touch()
+            if args.every is None:
+                return 0
+            time.sleep(args.every)
     except ClickHouseError as exc:
         print(f"error: ClickHouse at {url}: {exc}", file=sys.stderr)
         return 1
@@ -114,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: writing the report to {store.uri}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 0
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def html(report: Report, generated_at: str) -> str:
     catalogue versions, and the rows per model / checkpoint / user."""
     month, cur = f"{report.month:%B %Y}", escape(report.currency or "(no catalogue)")
     parts = [f"<h1>Chargeback report {escape(month)}</h1>",
-             f'<p class="meta">Generated {escape(generated_at)} UTC. Amounts in {cur}. Charges are rounded to the '
+             f'<p class="meta">Generated {escape(generated_at)}. Amounts in {cur}. Charges are rounded to the '
              "cent top down, so every total is the sum of the lines below it; cost items are exact amounts rounded "
              "for display.</p>"]
     if report.provisional:
@@ -132,8 +132,10 @@ def html(report: Report, generated_at: str) -> str:
     if report.departments:
         parts.append("<h2>Departments and projects</h2>" + _table(
             ["tenant", "department", "project", "tokens", "GPU", "CPU", "load / transfer", "charge"],
-            [[*d.key, "(all)", *(_m(d.items[i]) for i in COST_ITEMS[:4]), _m(d.charge)] for d in report.departments] +
-            [[*p.key, *(_m(p.items[i]) for i in COST_ITEMS[:4]), _m(p.charge)] for p in report.projects], 3))
+            [line for d in report.departments for line in
+             [[*d.key, "(all)", *(_m(d.items[i]) for i in COST_ITEMS[:4]), _m(d.charge)]] +
+             [[*p.key, *(_m(p.items[i]) for i in COST_ITEMS[:4]), _m(p.charge)] for p in report.projects
+              if p.key[:2] == d.key]], 3))
         top = sorted(report.projects, key=lambda p: (-p.charge, p.key))[:10]
         parts.append("<h2>Top projects</h2>" + charts.horizontal_bars(
             [("/".join(p.key[1:]), p.charge) for p in top], "top projects by charge"))

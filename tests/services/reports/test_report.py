@@ -178,3 +178,33 @@ def test_cli_generates_a_month_through_the_reader(clickhouse_server: str, client
     assert "reading costs of" in out and f"{MONTH:%Y-%m}/manifest.json" in out
     assert (tmp_path / "out" / f"{MONTH:%Y-%m}" / "chargeback.parquet").stat().st_size > 0
 
+
+
+def test_reports_land_in_the_lake_bucket_with_a_manifest_of_checksums(
+        client: Client, database: str, tmp_path: Path, stack_env: dict[str, str], minio_url: str) -> None:
+    """On the test stack's MinIO: s3://<lake bucket>/reports/YYYY-MM/, each file's sha256 in the manifest, a copy of
+    every run's manifest under runs/."""
+    from pyarrow import fs
+    from telemetry import settings
+
+    config = settings.load(stack_env)
+    assert config.s3_endpoint == minio_url
+    insert_usage(client, database, usage_rows(31, 80, START, 7200))
+    load_prices(client, database, tmp_path, PRICES, version=1)
+    first = cli.generate(client, database, MONTH, Store.s3(config), NOW, pdf=False, say=lambda _: None)
+    assert first.location == f"s3://{config.lake_bucket}/reports/{MONTH:%Y-%m}"
+    second = cli.generate(client, database, MONTH, Store.s3(config), NOW + timedelta(hours=1), pdf=False,
+                          say=lambda _: None)
+    assert second.report.corrections == () and second.report.previous_generated_at == first.manifest["generated_at"]
+
+    reader = Store.s3(config)
+    key = f"{MONTH:%Y-%m}"
+    manifest = reader.last_manifest(key)
+    assert manifest is not None and manifest["generated_at"] == second.manifest["generated_at"]
+    assert set(manifest["files"]) == {"chargeback.csv", "summary.csv", "chargeback.parquet", "report.html",
+                                      "corrections.csv"}
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == __import__("hashlib").sha256(reader.read(key, name) or b"").hexdigest(), name
+    runs = reader.filesystem.get_file_info(fs.FileSelector(f"{reader.root}/{key}/runs"))
+    assert len(runs) == 2
+    assert Decimal(manifest["total_cost"]) == month_sum(client, database)[()]

@@ -33,7 +33,7 @@ MANIFEST_VERSION = 1
 
 def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180: CRLF ends a record, so a name holding \r or \n is quoted
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue().encode()

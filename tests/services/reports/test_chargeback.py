@@ -93,3 +93,26 @@ def test_bad_months_are_refused_with_the_fix(text: str, message: str) -> None:
 def test_months_parse() -> None:
     assert chargeback.parse_month("2026-12", date(2026, 12, 3)) == date(2026, 12, 1)
     assert chargeback.next_month(date(2026, 12, 1)) == date(2027, 1, 1)
+
+
+names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+@settings(max_examples=60, derandomize=True)
+@given(st.lists(st.tuples(names, names, names, names), min_size=1, max_size=8))
+def test_hostile_names_survive_csv_and_never_reach_the_page_as_markup(keys: list[tuple[str, str, str, str]]) -> None:
+    """Department, project, model and user names are whatever producers sent: CSV quoting keeps each one whole and
+    the page escapes them."""
+    import csv
+    import io
+
+    from services.reports import outputs
+
+    rows = [Row("t", d, p, m, "v1", "", u, 1, 1, 1, Decimal(0), Decimal(0), 0, Decimal("0.5"), Decimal(0),
+                Decimal(0), Decimal(0), Decimal("0.5"), ()) for d, p, m, u in keys]
+    report = chargeback.build(date(2026, 11, 1), rows, "USD", {1: 30}, ["x <script>"])
+    parsed = list(csv.DictReader(io.StringIO(outputs.rows_csv(report).decode(), newline="")))
+    assert sorted((r["department_id"], r["project_id"], r["model"], r["user_id"]) for r in parsed) == sorted(
+        (r.department_id, r.project_id, r.model, r.user_id) for r in report.rows)
+    page = outputs.html(report, "2026-12-03T00:00:00Z")
+    assert "<script" not in page

@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
-import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
 
@@ -24,7 +23,7 @@ from services.reports.store import Store
 from telemetry import costs
 from tests.support.databases import migrated_database
 from tests.telemetry.test_cost_model import price
-from tests.telemetry.test_costs import insert_usage, load_prices, usage_rows
+from tests.telemetry.test_costs import client, insert_usage, load_prices, usage_rows  # noqa: F401 (client: a fixture)
 
 TODAY = datetime.now(timezone.utc)
 MONTH = (TODAY.date().replace(day=1) - timedelta(days=1)).replace(day=1)  # last month: closed, within the TTL
@@ -33,13 +32,6 @@ START = datetime(MONTH.year, MONTH.month, 10, 22, tzinfo=timezone.utc)
 # tokens_out of m2 / m3 and tokens_in of m3 have no price: named, never silently 0
 PRICES = [price("tokens_in_1k", "m1", 0.002), price("tokens_in_1k", "m2", 0.0015), price("tokens_out_1k", "m1", 0.004),
           price("gpu_hour", "*", 2.123456789012), price("cpu_hour", "*", 0.06), price("transfer_gb", "*", 0.02)]
-
-
-@pytest.fixture(scope="module")
-def client(clickhouse_server: str) -> Iterator[Client]:
-    c = clickhouse_connect.get_client(dsn=clickhouse_server)
-    yield c
-    c.close()
 
 
 @pytest.fixture

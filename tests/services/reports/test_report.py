@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow.parquet as pq
 import pytest
 from clickhouse_connect.driver.client import Client
 
@@ -160,7 +161,8 @@ def test_cli_generates_a_month_through_the_reader(clickhouse_server: str, client
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     insert_usage(client, database, usage_rows(21, 50, START, 3600))
-    load_prices(client, database, tmp_path, PRICES, version=1)
+    every_price = PRICES + [price("tokens_in_1k", "*", 0.001), price("tokens_out_1k", "*", 0.003)]
+    load_prices(client, database, tmp_path, every_price, version=1)
     monkeypatch.setenv("TELEMETRY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("CLICKHOUSE_READER_USER", "default")
     code = cli.main(["--url", clickhouse_server, "--database", database, "generate", "--month", f"{MONTH:%Y-%m}",
@@ -168,7 +170,13 @@ def test_cli_generates_a_month_through_the_reader(clickhouse_server: str, client
     out = capsys.readouterr().out
     assert code == 0, out
     assert "reading costs of" in out and f"{MONTH:%Y-%m}/manifest.json" in out
-    assert (tmp_path / "out" / f"{MONTH:%Y-%m}" / "chargeback.parquet").stat().st_size > 0
+    folder = tmp_path / "out" / f"{MONTH:%Y-%m}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["provisional"] is False and manifest["provisional_reasons"] == [] and manifest["unpriced"] == []
+    assert "Final: the month is closed" in (folder / "report.html").read_text()
+    table = pq.read_table(folder / "chargeback.parquet")
+    assert sum(table.column("total_cost").to_pylist()) == Decimal(manifest["total_cost"]) == month_sum(client, database)[()]
+    assert sum(table.column("charge").to_pylist()) == Decimal(manifest["total_charge"])
 
 
 

@@ -42,14 +42,16 @@ def generate(client: Client, database: str, month: date, store: Store, now: date
         month, rows, source.currency(client, database), versions, reasons,
         previous=None if previous is None else outputs.previous_totals(previous),
         previous_generated_at=None if previous is None else previous.get("generated_at"),
-        history=source.department_history(client, database, month))
+        history=source.department_history(client, database, month),
+        runs=source.run_outcomes(client, database, month), vms=source.vm_time(client, database, month))
     say(f"{len(report.rows)} rows, {len(report.projects)} projects, {len(report.departments)} departments, total "
         f"{report.grand.charge} {report.currency}" + (" (provisional)" if report.provisional else "") +
         ("" if report.rows else ": no priced usage in this month"))
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     page = outputs.html(report, generated_at)
     files = {"chargeback.csv": outputs.rows_csv(report), "summary.csv": outputs.summary_csv(report),
-             "chargeback.parquet": outputs.rows_parquet(report), "report.html": page.encode()}
+             "chargeback.parquet": outputs.rows_parquet(report), "runs.csv": outputs.runs_csv(report),
+             "vm_time.csv": outputs.vm_time_csv(report), "report.html": page.encode()}
     if report.corrections is not None:
         files["corrections.csv"] = outputs.corrections_csv(report)
     if pdf:

@@ -93,6 +93,29 @@ class Correction:
 
 
 @dataclass(frozen=True)
+class RunOutcome:
+    """Task attempts of a project that ended in the month with one status, and what they cost."""
+    tenant_id: str
+    department_id: str
+    project_id: str
+    status: str
+    attempts: int
+    cost: Decimal
+    unpriced: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VmTime:
+    """A VM type's hours in the month: covered by task attempts (active) or not (idle), and their cost."""
+    vm_type: str
+    active_seconds: Decimal
+    idle_seconds: Decimal
+    active_cost: Decimal
+    idle_cost: Decimal
+    unpriced: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Report:
     month: date
     currency: str
@@ -107,6 +130,9 @@ class Report:
     corrections: tuple[Correction, ...] | None = None  # None: no previous run of this month
     previous_generated_at: str | None = None
     history: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)  # yyyy-mm -> department -> total
+    # shown apart from the charge (the same work is charged above as tokens, GPU and CPU): sorted
+    runs: tuple[RunOutcome, ...] = ()
+    vms: tuple[VmTime, ...] = ()
 
     @property
     def provisional(self) -> bool:
@@ -154,7 +180,8 @@ def _add(totals: Iterable[Mapping[str, Decimal]]) -> dict[str, Decimal]:
 def build(month: date, rows: Iterable[Row], currency: str, catalogue_versions: Mapping[int, int],
           provisional_reasons: Sequence[str], previous: Mapping[ProjectKey, Decimal] | None = None,
           previous_generated_at: str | None = None,
-          history: Mapping[str, Mapping[str, Decimal]] | None = None) -> Report:
+          history: Mapping[str, Mapping[str, Decimal]] | None = None,
+          runs: Iterable[RunOutcome] = (), vms: Iterable[VmTime] = ()) -> Report:
     """The month's report: project totals are their rows' sums, department totals their projects' sums, the grand
     total the departments' sum; charges apportioned top down from the grand total rounded to the cent.
     `previous`: the project totals of the last run of this month (its manifest), for the corrections."""
@@ -204,7 +231,9 @@ def build(month: date, rows: Iterable[Row], currency: str, catalogue_versions: M
         catalogue_versions=dict(sorted(catalogue_versions.items())),
         unpriced={item: tuple(sorted(projects)) for item, projects in sorted(unpriced.items())},
         provisional_reasons=tuple(provisional_reasons), corrections=corrections,
-        previous_generated_at=previous_generated_at, history=dict(history or {}))
+        previous_generated_at=previous_generated_at, history=dict(history or {}),
+        runs=tuple(sorted(runs, key=lambda r: (r.tenant_id, r.department_id, r.project_id, r.status))),
+        vms=tuple(sorted(vms, key=lambda v: v.vm_type)))
 
 
 def provisional_reasons(month: date, now: datetime, pending_days: Sequence[date], unpriced_days: Sequence[date],

@@ -28,7 +28,10 @@ ROW_COLUMNS = ["month", "tenant_id", "department_id", "project_id", "model", "mo
 SUMMARY_COLUMNS = ["month", "level", "tenant_id", "department_id", "project_id", *COST_ITEMS, "charge", "currency"]
 CORRECTION_COLUMNS = ["month", "tenant_id", "department_id", "project_id", "total_cost_before", "total_cost_now",
                       "difference"]
+RUN_COLUMNS = ["month", "tenant_id", "department_id", "project_id", "status", "attempts", "cost", "currency", "unpriced"]
+VM_COLUMNS = ["month", "vm_type", "active_hours", "idle_hours", "active_cost", "idle_cost", "currency", "unpriced"]
 MANIFEST_VERSION = 1
+HOUR = Decimal(3600)
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
@@ -76,6 +79,21 @@ def corrections_csv(report: Report) -> bytes:
     return _csv(CORRECTION_COLUMNS, [
         [month, *c.project, "" if c.before is None else exact(c.before), exact(c.now), exact(c.delta)]
         for c in report.corrections or ()])
+
+
+def runs_csv(report: Report) -> bytes:
+    """Task attempts per project and status (failed runs apart): not part of the charge."""
+    month = f"{report.month:%Y-%m}"
+    return _csv(RUN_COLUMNS, [[month, r.tenant_id, r.department_id, r.project_id, r.status, r.attempts, exact(r.cost),
+                               report.currency, ";".join(r.unpriced)] for r in report.runs])
+
+
+def vm_time_csv(report: Report) -> bytes:
+    """VM hours per VM type, active and idle: not part of the charge."""
+    month = f"{report.month:%Y-%m}"
+    return _csv(VM_COLUMNS, [[month, v.vm_type, exact(v.active_seconds / HOUR), exact(v.idle_seconds / HOUR),
+                              exact(v.active_cost), exact(v.idle_cost), report.currency, ";".join(v.unpriced)]
+                             for v in report.vms])
 
 
 def rows_parquet(report: Report) -> bytes:
@@ -156,8 +174,20 @@ def html(report: Report, generated_at: str) -> str:
     parts.append("<h2>Price catalogue versions used</h2>" + (_table(
         ["version", "days priced with it"], [[str(v), str(d)] for v, d in report.catalogue_versions.items()], 1)
         if report.catalogue_versions else "<p>None: no priced day in this month.</p>"))
-    parts.append("<p>Not in this report: VM hours, storage, idle and failed-run cost (the priced cost tables do not "
-                 "carry them yet).</p>")
+    parts.append("<h2>Task runs and VM time (apart from the charge)</h2><p>From the task facts and node activity, "
+                 "priced when read: the same work is charged above as tokens, GPU and CPU, so these amounts are not "
+                 "added to the total. Storage is not in this report yet.</p>")
+    failed = [r for r in report.runs if r.status != "finished"]
+    parts.append(_table(["tenant", "department", "project", "status", "attempts", "cost"],
+                        [[r.tenant_id, r.department_id, r.project_id, r.status, str(r.attempts), _m(r.cost)]
+                         for r in report.runs], 4) if report.runs else "<p>No task attempt ended in this month.</p>")
+    if failed:
+        parts.append(f"<p>Attempts that did not finish: {sum(r.attempts for r in failed)}, costing "
+                     f"{_m(sum((r.cost for r in failed), Decimal(0)))} {cur}.</p>")
+    parts.append(_table(["VM type", "active hours", "idle hours", "active cost", "idle cost", "unpriced"],
+                        [[v.vm_type or "(unknown)", f"{v.active_seconds / HOUR:,.1f}", f"{v.idle_seconds / HOUR:,.1f}",
+                          _m(v.active_cost), _m(v.idle_cost), ", ".join(v.unpriced)] for v in report.vms], 1)
+                 if report.vms else "<p>No VM time observed in this month.</p>")
     if report.rows:
         parts.append("<h2>By model, checkpoint and user</h2>" + _table(
             ["department", "project", "model", "checkpoint", "user", "tokens", "GPU", "CPU", "load", "charge"],

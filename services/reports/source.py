@@ -1,6 +1,7 @@
 """What the chargeback report reads from ClickHouse: a month of costs_1d summed per key, the catalogue versions and
 currency, the bookkeeping that says whether the month's costs are final (cost_dirty_days, cost_refreshes), and the
-department totals of the months before, for the chart. Whole UTC days only, so costs_1d alone is read.
+department totals of the months before, for the chart. Whole UTC days only, so costs_1d alone is read for the
+charge; the task runs and VM time shown apart come from the span views of 0013 (computed when read).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from services.reports.chargeback import Row, next_month
+from services.reports.chargeback import RunOutcome, Row, VmTime, next_month
 
 _ROWS_SQL = """
     SELECT tenant_id, department_id, project_id, model, model_version, checkpoint_id, user_id,
@@ -89,3 +90,24 @@ def department_history(client: Client, database: str, month: date, months: int =
     for first, tenant, department, total in rows:
         history[f"{first:%Y-%m}"][f"{tenant}/{department}"] = total
     return history
+
+
+def run_outcomes(client: Client, database: str, month: date) -> list[RunOutcome]:
+    """Task attempts that ended in the month per project and status, with their cost (cost_tasks_span: the VM
+    share of each attempt, or its measured GPU / CPU where the VM type has no price)."""
+    rows = client.query(
+        f"SELECT tenant_id, department_id, project_id, toString(status), count(), sum(total_cost), "
+        f"arraySort(groupUniqArrayArray(unpriced)) "
+        f"FROM {database}.cost_tasks_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}}) "
+        "GROUP BY tenant_id, department_id, project_id, status", parameters=_bounds(month)).result_rows
+    return [RunOutcome(*row[:6], unpriced=tuple(row[6])) for row in rows]
+
+
+def vm_time(client: Client, database: str, month: date) -> list[VmTime]:
+    """VM hours of the month per VM type, active and idle (vm_activity_span: observed minus covered by attempts)."""
+    rows = client.query(
+        f"SELECT vm_type, sum(active_seconds), sum(idle_seconds), sum(active_cost), sum(idle_cost), "
+        f"arraySort(groupUniqArrayArray(unpriced)) "
+        f"FROM {database}.vm_activity_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}}) GROUP BY vm_type",
+        parameters=_bounds(month)).result_rows
+    return [VmTime(row[0], Decimal(str(row[1])), Decimal(str(row[2])), row[3], row[4], tuple(row[5])) for row in rows]

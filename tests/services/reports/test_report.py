@@ -23,7 +23,7 @@ from services.reports.chargeback import cents, next_month
 from services.reports.store import Store
 from telemetry import costs
 from tests.support.databases import migrated_database
-from tests.telemetry.test_cost_model import price
+from tests.telemetry.test_cost_model import fact, insert_facts, price
 from tests.telemetry.test_costs import client, insert_usage, load_prices, usage_rows  # noqa: F401 (client: a fixture)
 
 TODAY = datetime.now(timezone.utc)
@@ -32,7 +32,8 @@ NOW = datetime.combine(next_month(MONTH), datetime.min.time(), timezone.utc) + t
 START = datetime(MONTH.year, MONTH.month, 10, 22, tzinfo=timezone.utc)
 # tokens_out of m2 / m3 and tokens_in of m3 have no price: named, never silently 0
 PRICES = [price("tokens_in_1k", "m1", 0.002), price("tokens_in_1k", "m2", 0.0015), price("tokens_out_1k", "m1", 0.004),
-          price("gpu_hour", "*", 2.123456789012), price("cpu_hour", "*", 0.06), price("transfer_gb", "*", 0.02)]
+          price("gpu_hour", "*", 2.123456789012), price("cpu_hour", "*", 0.06), price("transfer_gb", "*", 0.02),
+          price("vm_hour", "NV6", 0.9)]
 
 
 @pytest.fixture
@@ -60,6 +61,13 @@ def test_month_report_sums_to_the_cent_repeats_byte_for_byte_and_shows_late_corr
         client: Client, database: str, tmp_path: Path) -> None:
     insert_usage(client, database, usage_rows(11, 600, START, 2 * 86400))  # 3 UTC days
     insert_usage(client, database, usage_rows(12, 50, START - timedelta(days=40), 3600))  # an earlier month, for history
+    # task attempts on one NV6: 2 h finished, 1 h failed, 10 min idle (a silence shorter than the 15 min a node's
+    # activity bridges), 30 min finished; and one in the month before
+    h, m = timedelta(hours=1), timedelta(minutes=1)
+    insert_facts(client, database, [fact("ok", "n1", "NV6", START, START + 2 * h),
+                                    fact("bad", "n1", "NV6", START + 2 * h, START + 3 * h, status="failed"),
+                                    fact("ok2", "n1", "NV6", START + 3 * h + 10 * m, START + 3 * h + 40 * m),
+                                    fact("old", "n1", "NV6", START - 40 * 24 * h, START - 40 * 24 * h + h)])
     load_prices(client, database, tmp_path, PRICES, version=1)
     store = Store.local(str(tmp_path / "out"))
     said: list[str] = []
@@ -96,10 +104,24 @@ def test_month_report_sums_to_the_cent_repeats_byte_for_byte_and_shows_late_corr
     assert manifest["catalogue_versions"] == {"1": 3} and manifest["provisional"] is True
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == __import__("hashlib").sha256(store.read(key, name) or b"").hexdigest()
-    assert set(manifest["files"]) == {"chargeback.csv", "summary.csv", "chargeback.parquet", "report.html",
-                                      "report.pdf"}
+    assert set(manifest["files"]) == {"chargeback.csv", "summary.csv", "chargeback.parquet", "runs.csv",
+                                      "vm_time.csv", "report.html", "report.pdf"}
+    # task runs and VM time, apart from the charge: checked against the all-time views of 0006
+    runs = {(r["status"], r["attempts"]): Decimal(r["cost"]) for r in read_csv(store.read(key, "runs.csv") or b"")}
+    expected_runs = dict(((status, str(n)), cost) for status, n, cost in client.query(
+        f"SELECT toString(status), count(), sum(total_cost) FROM {database}.cost_tasks WHERE task_id != 'old' "
+        "GROUP BY status").result_rows)
+    assert runs == expected_runs and runs[("failed", "1")] == Decimal("0.9")
+    [vm] = read_csv(store.read(key, "vm_time.csv") or b"")
+    assert (vm["vm_type"], Decimal(vm["active_hours"]), Decimal(vm["idle_hours"])) == ("NV6", Decimal("3.5"),
+                                                                                        Decimal("0.166666666667"))
+    assert Decimal(vm["idle_cost"]) == Decimal("0.15") and Decimal(vm["active_cost"]) == Decimal("3.15")
+    idle_all_time = client.query(f"SELECT sum(idle_cost) FROM {database}.vm_activity_1h WHERE hour >= {{lo:DateTime('UTC')}}",
+                                 parameters={"lo": START - h}).result_rows[0][0]
+    assert Decimal(vm["idle_cost"]) == idle_all_time
     page = (store.read(key, "report.html") or b"").decode()
     assert page.count("<svg") == 3 and "Provisional" in page and "tokens_out_1k:m3" in page
+    assert "Attempts that did not finish: 1, costing 0.90" in page
     assert f"{report.grand.charge:,.2f}" in page
 
     # the PDF renders
@@ -201,8 +223,8 @@ def test_reports_land_in_the_lake_bucket_with_a_manifest_of_checksums(
     key = f"{MONTH:%Y-%m}"
     manifest = reader.last_manifest(key)
     assert manifest is not None and manifest["generated_at"] == second.manifest["generated_at"]
-    assert set(manifest["files"]) == {"chargeback.csv", "summary.csv", "chargeback.parquet", "report.html",
-                                      "corrections.csv"}
+    assert set(manifest["files"]) == {"chargeback.csv", "summary.csv", "chargeback.parquet", "runs.csv",
+                                      "vm_time.csv", "report.html", "corrections.csv"}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == __import__("hashlib").sha256(reader.read(key, name) or b"").hexdigest(), name
     runs = reader.filesystem.get_file_info(fs.FileSelector(f"{reader.root}/{key}/runs"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from services.reports import chargeback, outputs, source
 from services.reports.store import PREFIX, Store
-from telemetry import clickhouse, settings
+from telemetry import clickhouse, schedule, settings
 
 
 @dataclass(frozen=True)
@@ -126,15 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     client = None
     try:
         client = clickhouse.connect(config, reader=True, url=url)
-        while True:
+        connected = client
+
+        def run() -> None:
             now = datetime.now(timezone.utc)
             month = chargeback.parse_month(args.month or previous_month(now.date()), now.date())
-            generate(client, database, month, store, now, pdf=not args.no_pdf)
-            if args.alive_file is not None:
-                args.alive_file.touch()
-            if args.every is None:
-                return 0
-            time.sleep(args.every)
+            generate(connected, database, month, store, now, pdf=not args.no_pdf)
+
+        schedule.repeat(run, args.every, args.alive_file)
+        return 0
     except ClickHouseError as exc:
         print(f"error: ClickHouse at {url}: {exc}", file=sys.stderr)
         return 1

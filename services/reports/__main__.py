@@ -37,9 +37,12 @@ def generate(client: Client, database: str, month: date, store: Store, now: date
     reasons = chargeback.provisional_reasons(month, now, pending, unpriced_days,
                                              (item for row in rows for item in row.unpriced))
     previous = store.last_manifest(key)
+    try:
+        totals = None if previous is None else outputs.previous_totals(previous)
+    except ValueError as exc:
+        raise OSError(f"{store.uri}/{key}/manifest.json: {exc}: move it aside or restore it from runs/") from None
     report = chargeback.build(
-        month, rows, source.currency(client, database), versions, reasons,
-        previous=None if previous is None else outputs.previous_totals(previous),
+        month, rows, source.currency(client, database), versions, reasons, previous=totals,
         previous_generated_at=None if previous is None else previous.get("generated_at"),
         history=source.department_history(client, database, month),
         runs=source.run_outcomes(client, database, month), vms=source.vm_time(client, database, month))
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: writing the report to {store.uri}: {exc}", file=sys.stderr)
+        print(f"error: report store {store.uri}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

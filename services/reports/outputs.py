@@ -42,8 +42,16 @@ def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def _text(value: Any) -> str:
-    return exact(value) if isinstance(value, Decimal) and value.as_tuple().exponent != -2 else str(value)
+SECONDS = Decimal("0.000001")  # gpu_seconds / cpu_seconds: Decimal(38, 6)
+
+
+def _text(name: str, value: Any) -> str:
+    """One text per value: amounts at the tables' 12 decimals, seconds at 6, the charge at 2."""
+    if name in COST_ITEMS:
+        return exact(value)
+    if name in ("gpu_seconds", "cpu_seconds"):
+        return str(Decimal(value).quantize(SECONDS))
+    return str(value)
 
 
 def row_records(report: Report) -> list[list[Any]]:
@@ -54,7 +62,7 @@ def row_records(report: Report) -> list[list[Any]]:
 
 
 def rows_csv(report: Report) -> bytes:
-    return _csv(ROW_COLUMNS, [[_text(v) for v in record] for record in row_records(report)])
+    return _csv(ROW_COLUMNS, [[_text(name, v) for name, v in zip(ROW_COLUMNS, record)] for record in row_records(report)])
 
 
 def summary_csv(report: Report) -> bytes:
@@ -251,4 +259,8 @@ def manifest_bytes(data: dict[str, Any]) -> bytes:
 
 
 def previous_totals(data: dict[str, Any]) -> dict[tuple[str, str, str], Decimal]:
-    return {(t, d, p): Decimal(total) for t, d, p, total in data.get("project_totals", [])}
+    """The project totals a manifest recorded; ValueError naming the problem when it holds none readable."""
+    try:
+        return {(str(t), str(d), str(p)): Decimal(str(total)) for t, d, p, total in data["project_totals"]}
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"no readable project_totals ({exc!r})") from None

@@ -6,6 +6,7 @@ run's manifest under runs/, so a later run of the month finds the last one and s
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +26,8 @@ class Store:
 
     @classmethod
     def local(cls, directory: str) -> "Store":
-        return cls(fs.LocalFileSystem(), directory, directory)
+        path = os.path.abspath(directory)
+        return cls(fs.LocalFileSystem(), path, path)
 
     @classmethod
     def s3(cls, settings: Settings) -> "Store":
@@ -51,5 +53,15 @@ class Store:
             return stream.read()
 
     def last_manifest(self, month: str) -> dict[str, Any] | None:
+        """The manifest of the month's last run (None: no run yet); OSError naming the file when it is unreadable."""
         data = self.read(month, "manifest.json")
-        return None if data is None else json.loads(data)
+        if data is None:
+            return None
+        try:
+            manifest = json.loads(data)
+        except ValueError as exc:
+            manifest = exc
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("generated_at"), str):
+            raise OSError(f"{self.uri}/{month}/manifest.json is not a report manifest: move it aside (the month's "
+                          "next report then shows no corrections) or restore it from runs/")
+        return manifest

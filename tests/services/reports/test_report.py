@@ -230,3 +230,14 @@ def test_reports_land_in_the_lake_bucket_with_a_manifest_of_checksums(
     runs = reader.filesystem.get_file_info(fs.FileSelector(f"{reader.root}/{key}/runs"))
     assert len(runs) == 2
     assert Decimal(manifest["total_cost"]) == month_sum(client, database)[()]
+
+
+@pytest.mark.parametrize("manifest", [b"{not json", b"[]", b'{"generated_at": "x"}',
+                                      b'{"generated_at": "x", "project_totals": [["t", "d"]]}',
+                                      b'{"generated_at": "x", "project_totals": [["t", "d", "p", "lots"]]}'])
+def test_an_unreadable_last_manifest_is_an_error_naming_the_file(client: Client, database: str, tmp_path: Path,
+                                                                manifest: bytes) -> None:
+    store = Store.local(str(tmp_path))
+    store.write(f"{MONTH:%Y-%m}", "manifest.json", manifest)
+    with pytest.raises(OSError, match=f"{MONTH:%Y-%m}/manifest.json.*move it aside"):
+        cli.generate(client, database, MONTH, store, NOW, pdf=False, say=lambda _: None)

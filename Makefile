@@ -33,13 +33,15 @@ help: ## list the targets
 
 deps: system-deps venv jars minio compose ## install everything the project needs (idempotent)
 
-system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), PostgreSQL 15, Go for MinIO and Docker Compose
+system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), PostgreSQL 15, Go for MinIO and Docker Compose, Chromium and poppler (report PDF)
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v go >/dev/null || missing="$$missing golang-go"; \
 	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

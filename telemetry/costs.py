@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from telemetry import clickhouse, settings
+from telemetry import clickhouse, schedule, settings
 
 # Inserts that were in flight when a run read cost_dirty_days can become visible with an earlier noted_at: each run
 # takes this much before its last mark again (a day computed twice costs time, never exactness).
@@ -199,13 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     url, database = args.url or config.clickhouse_url, args.database or config.clickhouse_database
     client = clickhouse.connect(config, url=url)
     try:
-        while True:
-            refresh(client, database, args.day, args.all)
-            if args.alive_file is not None:
-                args.alive_file.touch()
-            if args.every is None:
-                return 0
-            time.sleep(args.every)
+        schedule.repeat(lambda: refresh(client, database, args.day, args.all), args.every, args.alive_file)
+        return 0
     except ClickHouseError as exc:
         print(f"error: ClickHouse at {url}: {exc}", file=sys.stderr)
         return 1

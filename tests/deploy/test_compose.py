@@ -78,7 +78,8 @@ def env_file(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(workdir: Path, env_file: Path) -> Json:
-    result = run_config(COMPOSE_FILE, env_file, "--profile", "simulator", "config", "--format", "json", home=workdir)
+    result = run_config(COMPOSE_FILE, env_file, "--profile", "simulator", "--profile", "reports", "config", "--format",
+                        "json", home=workdir)
     assert result.returncode == 0, f"docker compose config refused docker-compose.yml:\n{result.stderr}"
     return json.loads(result.stdout)
 
@@ -110,6 +111,7 @@ def test_compose_config_accepts_the_file_and_the_simulator_is_opt_in(rendered: J
     assert default.returncode == 0, default.stderr
     services = set(default.stdout.split())
     assert REQUIRED_SERVICES - {"simulator"} <= services and "simulator" not in services, services
+    assert rendered["services"]["reports"]["profiles"] == ["reports"] and "reports" not in services
 
 
 def test_a_broken_file_or_a_missing_credential_makes_config_fail(workdir: Path, env_file: Path):
@@ -421,3 +423,20 @@ def test_the_quota_service_reads_with_least_privilege_and_is_scraped(rendered: J
     scrape = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus" / "prometheus.compose.yml").read_text())
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in scrape["scrape_configs"]}
     assert targets["telemetry-quota"] == [f"quota:{config.quota_port}"]
+
+
+def test_the_report_profile_reads_as_the_reader_and_writes_to_the_lake_bucket(rendered: Json, workdir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    from services.reports.__main__ import parse_args
+
+    reports = rendered["services"]["reports"]
+    env = reports["environment"]
+    assert env["CLICKHOUSE_READER_USER"] == "reader" and "CLICKHOUSE_PASSWORD" not in env
+    assert reports["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert reports["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    config = cfg.load(dict(env))
+    assert config.lake_bucket == rendered["services"]["minio-init"]["environment"]["LAKE_BUCKET"]
+    python, dash_m, module, *args = reports["command"]
+    assert (python, dash_m, module) == ("python", "-m", "services.reports")
+    parsed = parse_args(args)
+    assert parsed.s3 and parsed.every == 86400 and parsed.month is None

@@ -333,8 +333,11 @@ def test_job_args_reach_the_module_and_its_argparse_accepts_them(name: str, flin
 
 
 def parse_with_module(module: str, args: list[str]) -> Any:
-    """The module's own parse_args when it has one, else the flags its --help lists."""
-    parse_args = getattr(importlib.import_module(module), "parse_args", None)
+    """The module's own parse_args (a package's: its __main__'s) when it has one, else the flags its --help lists."""
+    cli = importlib.import_module(module)
+    if hasattr(cli, "__path__") and importlib.util.find_spec(f"{module}.__main__"):  # a package run with -m
+        cli = importlib.import_module(f"{module}.__main__")
+    parse_args = getattr(cli, "parse_args", None)
     if callable(parse_args):
         try:
             return parse_args(args)
@@ -577,7 +580,7 @@ def test_the_api_gets_only_the_credentials_it_reads_with_and_serves_its_service(
     assert {"name": port["targetPort"], "containerPort": config.api_port, "protocol": "TCP"} in container["ports"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"  # a store outage is a 503, not a restart
-    seal = workload("CronJob")
+    seal = workload("CronJob", "telemetry-audit-seal")
     [job] = containers(seal)
     assert job["command"][1:] == ["-m", "services.api.audit", "seal"]
 
@@ -598,3 +601,14 @@ def test_the_quota_service_gets_only_the_credentials_it_reads_with_and_serves_it
     assert {"name": port["targetPort"], "containerPort": config.quota_port, "protocol": "TCP"} in container["ports"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"
+
+
+def test_the_report_schedule_reads_as_the_reader_and_writes_to_the_lake():
+    reports = workload("CronJob", "telemetry-reports")
+    [container] = containers(reports)
+    env = container_env(reports, container)
+    assert "secretRef" not in str(container.get("envFrom")), "the report takes Secret keys one by one"
+    assert {"CLICKHOUSE_READER_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY"} <= set(env)
+    assert "CLICKHOUSE_PASSWORD" not in env and "POSTGRES_PASSWORD" not in env
+    args = parse_with_module("services.reports", container["command"][3:])
+    assert args.command == "generate" and args.s3 and args.month is None  # the previous month

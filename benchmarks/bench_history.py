@@ -273,7 +273,7 @@ def generate(writer: Client, db: str, vol: Volume, now: datetime, say: Callable[
 
 
 def _interval_s(panel: dict[str, Any], range_s: int) -> int:
-    """Grafana's $__interval: range / max data points, rounded to a whole second, not below the panel's minimum."""
+    """Grafana's $__interval: range / max data points, rounded up to a step Grafana uses, at least the panel's minimum."""
     floor = grafana_sql_duration(panel.get("interval", "1s"))
     raw = max(1, range_s // int(panel.get("maxDataPoints", MAX_POINTS)))
     nice = next((step for step in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800,

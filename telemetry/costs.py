@@ -227,7 +227,7 @@ def _clip(value: datetime | None) -> datetime | None:
     return None if value is None else min(_utc(value), limit)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m telemetry.costs",
         description="Fill the priced cost tables costs_1h / costs_1d (from usage_1h) and task_costs / vm_costs_1h "
@@ -247,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every is not None and args.every <= 0:
         parser.error(f"--every {args.every}: give a positive number of seconds")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         config = settings.load()
     except settings.SettingsError as exc:

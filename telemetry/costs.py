@@ -1,5 +1,5 @@
-"""Priced cost tables, one whole UTC day at a time: costs_1h / costs_1d from cost_usage_span, and the VM cost tables
-task_costs / vm_costs_1h from cost_tasks_span / vm_activity_span.
+"""Priced cost tables, one whole UTC day at a time: costs_1h / costs_1d from cost_usage_span, the VM cost tables
+task_costs / vm_costs_1h from cost_tasks_span / vm_activity_span, and with them the task sums task_facts_1d.
 
 Days are recomputed into a side table (a run of consecutive days per query) and swapped in day by day with REPLACE
 PARTITION, so readers see a day's old rows or its new ones; which days is what cost_dirty_days noted since the last
@@ -45,6 +45,17 @@ LONGEST_VM_RUN = 7
 # Reasons in cost_dirty_days that concern only one family of tables; any other (a catalogue version) concerns both.
 USAGE_ONLY = frozenset({"usage", "backfill"})
 VM_ONLY = frozenset({"tasks"})
+
+
+# task_facts_1d from task_rows_span: every count and sum summed per day and key.
+_TASK_DAY_SQL = """
+    SELECT day, tenant_id, department_id, project_id, user_id, base_model, model_version, checkpoint_id,
+           checkpoint_version, status, sum(attempt_count), sum(retry_count), sum(queue_ms_sum), sum(queue_ms_count),
+           sum(checkpoint_load_ms_sum), sum(checkpoint_load_ms_count), sum(init_ms_sum), sum(init_ms_count),
+           sum(inference_ms_sum), sum(inference_ms_count), sum(total_ms_sum), sum(total_ms_count), now64(3)
+    FROM {source}
+    GROUP BY day, tenant_id, department_id, project_id, user_id, base_model, model_version, checkpoint_id,
+             checkpoint_version, status"""
 
 
 @dataclass(frozen=True)
@@ -120,12 +131,13 @@ def price_days(client: Client, database: str, days: list[date], version: int) ->
 
 
 def price_vm_days(client: Client, database: str, days: list[date], version: int) -> int:
-    """Recompute consecutive UTC days of task_costs (attempts that ended on them) and vm_costs_1h (their hours), each
-    day's partition swapped in whole; returns the task_costs rows written."""
+    """Recompute consecutive UTC days of task_costs (attempts that ended on them), vm_costs_1h (their hours) and the
+    task sums task_facts_1d, each day's partition swapped in whole; returns the task_costs rows written."""
     span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
     return _swap_days(client, database, days, version, [
         ("task_costs", "finished_at", f"SELECT *, {{version:UInt32}}, now64(3) FROM {database}.cost_tasks_span{span}"),
-        ("vm_costs_1h", "hour", f"SELECT *, {{version:UInt32}}, now64(3) FROM {database}.vm_activity_span{span}")])
+        ("vm_costs_1h", "hour", f"SELECT *, {{version:UInt32}}, now64(3) FROM {database}.vm_activity_span{span}"),
+        ("task_facts_1d", "day", _TASK_DAY_SQL.format(source=f"{database}.task_rows_span{span}"))])
 
 
 def _swap_days(client: Client, database: str, days: list[date], version: int,

@@ -304,3 +304,44 @@ def test_task_facts_inserts_note_the_days_around_them_for_the_vm_tables(client: 
     assert noted == [(d + timedelta(days=k), "tasks") for k in (-2, -1, 0, 1)]
     usage, vm, _ = costs.dirty_days(client, database)
     assert usage == [] and vm == [d + timedelta(days=k) for k in (-2, -1, 0, 1)]
+
+
+PHASES = ["queue_ms", "checkpoint_load_ms", "init_ms", "inference_ms", "total_ms"]
+
+
+def test_task_span_equals_task_facts_final_over_any_range(client: Client, database: str) -> None:
+    """task_span (whole days from task_facts_1d, the edges from the facts) sums to what task_facts FINAL counts, with
+    corrected attempts (a higher version) and unknown phases among them."""
+    rng = random.Random(11)
+    start = DAY0 - timedelta(days=2, hours=5)
+    columns = FACT_COLUMNS + ["queue_ms", "init_ms", "inference_ms", "total_ms"]
+    facts = []
+    for row in task_fact_rows(rng, 400, start, 3 * 86400):
+        row[1] = rng.choice([1, 1, 2, 3])
+        row[16] = None if rng.random() < 0.2 else rng.randrange(0, 90_000)  # checkpoint_load_ms
+        facts.append(row + [None if rng.random() < 0.2 else rng.randrange(0, 600_000) for _ in range(4)])
+    client.insert(f"{database}.task_facts", facts, column_names=columns)
+    corrected = [row[:2] + [rng.choice(["finished", "failed", "orphaned"])] + row[3:19] + [2] + row[20:21]
+                 + [rng.randrange(0, 10)] + row[22:] for row in rng.sample(facts, 60)]
+    client.insert(f"{database}.task_facts", corrected, column_names=columns)
+    result = costs.refresh(client, database, all_days=True, say=lambda _: None)
+    assert len(result.vm_days) >= 4
+    assert client.command(f"SELECT count() FROM {database}.task_facts_1d") > 0
+
+    keys = "tenant_id, user_id, base_model, checkpoint_id, status"
+    means = ", ".join(f"avg({p})" for p in PHASES)  # NULL where no value is known, as the panels' means
+    sums = ", ".join(f"sum({p}_sum) / nullIf(sum({p}_count), 0)" for p in PHASES)
+    span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
+    whole_days = 0
+    for n in range(12):
+        lo = start + timedelta(seconds=rng.randrange(0, 3 * 86400))
+        hi = lo + timedelta(seconds=rng.randrange(1, 3 * 86400)) if n % 3 else lo + timedelta(days=2)
+        params = {"lo": lo, "hi": hi}
+        want = client.query(f"SELECT {keys}, count(), countIf(attempt > 1), {means} FROM {database}.task_facts FINAL "
+                            "WHERE finished_at >= {lo:DateTime('UTC')} AND finished_at < {hi:DateTime('UTC')} "
+                            f"GROUP BY {keys} ORDER BY {keys}", parameters=params).result_rows
+        got = client.query(f"SELECT {keys}, sum(attempt_count), sum(retry_count), {sums} FROM {database}.task_span{span} "
+                           f"GROUP BY {keys} ORDER BY {keys}", parameters=params).result_rows
+        assert got == want and want, params
+        whole_days += hi - lo >= timedelta(days=2)
+    assert whole_days >= 4  # ranges that hold a whole day, which task_span reads from task_facts_1d

@@ -530,7 +530,7 @@ def catch_up(writer: Client, db: str, vol: Volume, say: Callable[[str], None] = 
     if applied:
         t = time.monotonic()
         say(f"applied {', '.join(m.name for m in applied)}: computing the VM cost tables and task sums again")
-        costs.refresh(writer, db, days=[], vm_days=costs.days_with_runs(writer, db), say=lambda _: None)
+        costs.refresh(writer, db, days=[], vm_days=costs.days_with_runs(writer, db), say=lambda line: say("  " + line))
         say(f"  done in {time.monotonic() - t:.0f} s")
 
 

@@ -255,7 +255,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--every", type=float, metavar="SECONDS",
                      help="keep running, one refresh every SECONDS (a service); default: once")
     run.add_argument("--alive-file", type=Path, metavar="PATH",
-                     help="touched after every refresh that succeeded (a container health check reads its age)")
+                     help="touched after every run of days priced and every refresh that succeeded (a container "
+                     "health check reads its age)")
     args = parser.parse_args(argv)
     if args.every is not None and args.every <= 0:
         parser.error(f"--every {args.every}: give a positive number of seconds")
@@ -271,9 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     url, database = args.url or config.clickhouse_url, args.database or config.clickhouse_database
     client = clickhouse.connect(config, url=url)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        if args.alive_file is not None:  # progress is a sign of life: a year of days takes longer than a probe waits
+            args.alive_file.touch()
+
     try:
         while True:
-            refresh(client, database, args.day, args.all)
+            refresh(client, database, args.day, args.all, say=say)
             if args.alive_file is not None:
                 args.alive_file.touch()
             if args.every is None:

@@ -8,10 +8,12 @@ equal usage_10s over any range. Ranges and rows come from a seeded generator.
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import clickhouse_connect
 import pytest
@@ -345,3 +347,27 @@ def test_task_span_equals_task_facts_final_over_any_range(client: Client, databa
         assert got == want and want, params
         whole_days += hi - lo >= timedelta(days=2)
     assert whole_days >= 4  # ranges that hold a whole day, which task_span reads from task_facts_1d
+
+
+def test_the_service_touches_its_alive_file_at_each_run_of_days_it_prices(
+        database: str, clickhouse_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh of many days outlasts a liveness probe: each priced run of days counts as a sign of life."""
+    url = urlparse(clickhouse_server)
+    monkeypatch.setenv("CLICKHOUSE_URL", clickhouse_server)
+    monkeypatch.setenv("CLICKHOUSE_USER", url.username or "default")
+    monkeypatch.delenv("CLICKHOUSE_PASSWORD", raising=False)
+    alive = tmp_path / "alive"
+    touches: list[float] = []
+    real_touch = Path.touch
+
+    def touch(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self == alive:
+            touches.append(time.monotonic())
+        real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", touch)
+    days = [(DAY0 - timedelta(days=k)).date().isoformat() for k in (0, 2, 4)]  # three runs of one day
+    argv = ["--database", database, "refresh", "--alive-file", str(alive)] + [f"--day={d}" for d in days]
+    assert costs.main(argv) == 0
+    # a line per run of usage days and per run of VM days, then the refresh's own
+    assert alive.exists() and len(touches) == 3 + 3 + 1, touches

@@ -2,9 +2,9 @@
 
 Generates --months of synthetic history into the project's own migrations (INSERT ... SELECT from numbers(), the
 rollups' materialized views and the cost refresh running as in production), loads the example price catalogue (which
-prices every day into costs_1h / costs_1d: timed), then sends each query --runs times as the read-only user would
-(clickhouse-connect over HTTP, the reader profile's settings) and prints p50 / p95, rows read, the server's peak memory
-and a flag for anything over 1 s. The volume (issue 16): --users 10000 --keys 35000 --nodes 2000 --events-per-s 2500;
+prices every day into costs_1h / costs_1d, the VM cost tables and the task sums: timed), then sends each query --runs
+times as the read-only user would (clickhouse-connect over HTTP, the reader profile's settings) and prints p50 / p95,
+rows read, the server's peak memory and a flag for anything over 1 s. The volume (issue 16): --users 10000 --keys 35000 --nodes 2000 --events-per-s 2500;
 --scale multiplies all four. Task facts, audit and DLQ rows follow from the event rate (--tasks-per-event ...).
 
 By default it starts its own dev ClickHouse server (chdb) in --workdir and reads the server's peak RSS per query from
@@ -273,7 +273,7 @@ def generate(writer: Client, db: str, vol: Volume, now: datetime, say: Callable[
 
 
 def _interval_s(panel: dict[str, Any], range_s: int) -> int:
-    """Grafana's $__interval: range / max data points, rounded to a whole second, not below the panel's minimum."""
+    """Grafana's $__interval: range / max data points, rounded up to a step Grafana uses, at least the panel's minimum."""
     floor = grafana_sql_duration(panel.get("interval", "1s"))
     raw = max(1, range_s // int(panel.get("maxDataPoints", MAX_POINTS)))
     nice = next((step for step in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800,
@@ -520,7 +520,18 @@ def prepare(writer: Client, db: str, vol: Volume, now: datetime, say: Callable[[
     priced = {row[0] for row in writer.query(f"SELECT DISTINCT toDate(window_start) FROM {db}.costs_1d").result_rows}
     rest = [day for day in costs.days_with_usage(writer, db) if day not in priced]
     costs.refresh(writer, db, rest, say=lambda _: None)
-    say(f"price catalogue loaded, {vol.days} days priced into costs_1h / costs_1d in {time.monotonic() - t:.0f} s")
+    say(f"price catalogue loaded, {vol.days} days priced into costs_1h / costs_1d and the VM cost tables in "
+        f"{time.monotonic() - t:.0f} s")
+
+
+def catch_up(writer: Client, db: str, vol: Volume, say: Callable[[str], None] = print) -> None:
+    """Data generated before a migration: apply it, and compute what the refresher fills per day with runs."""
+    applied = migrate(writer, db, retention_months=vol.months + 1, say=lambda _: None)
+    if applied:
+        t = time.monotonic()
+        say(f"applied {', '.join(m.name for m in applied)}: computing the VM cost tables and task sums again")
+        costs.refresh(writer, db, days=[], vm_days=costs.days_with_runs(writer, db), say=lambda line: say("  " + line))
+        say(f"  done in {time.monotonic() - t:.0f} s")
 
 
 def parse_ranges(text: str) -> list[tuple[str, timedelta]]:
@@ -551,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-memory-gb", type=float, default=7.0, help="max_memory_usage per query")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".local" / "bench_history",
                         help="the dev server's data (kept for --reuse)")
-    parser.add_argument("--reuse", action="store_true", help="time the data --workdir already holds")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the data --workdir already holds, after applying the migrations added since it was "
+                        "generated (and, when any applied, computing the VM cost tables and task sums of every day "
+                        "with runs again)")
     parser.add_argument("--only", help="time only queries whose name matches this regular expression")
     parser.add_argument("--database", default="bench_history")
     args = parser.parse_args(argv)
@@ -574,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.reuse:
             prepare(writer, args.database, vol, now)
             state.write_text(json.dumps({"volume": vol.__dict__, "now": now.isoformat()}))
+        else:
+            catch_up(writer, args.database, vol)
         reader = clickhouse_connect.get_client(dsn=reader_url, database=args.database,
                                                send_receive_timeout=args.timeout + 60)
         counts = writer.query(f"SELECT table, sum(rows), formatReadableSize(sum(bytes_on_disk)) FROM system.parts "

@@ -151,6 +151,19 @@ def test_dashboard_has_the_role_filters_and_the_time_picker(path: Path):
     assert len(set(ids)) == len(ids), "panel ids repeat"
 
 
+# A span view reads the daily rollups only for a step that is a whole number of days: over a year, a time series
+# must ask for at most one point a day (Grafana's interval: the range / maxDataPoints, rounded).
+YEAR_POINTS = 365
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)
+def test_time_series_over_span_views_ask_for_a_point_a_day_over_a_year(path: Path):
+    for panel in panels(load(path)):
+        sql = " ".join(t.get("rawSql") or "" for t in panel.get("targets", []))
+        if panel.get("type") == "timeseries" and re.search(r"\b\w+_span\(", sql):
+            assert panel.get("maxDataPoints", 1000) <= YEAR_POINTS, f"{path.stem}: {panel['title']}"
+
+
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)
 def test_every_panel_and_variable_uses_a_provisioned_datasource(path: Path):
     provisioned = {d["uid"]: d["type"] for d in DATASOURCES["datasources"]}

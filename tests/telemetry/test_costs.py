@@ -8,10 +8,12 @@ equal usage_10s over any range. Ranges and rows come from a seeded generator.
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import clickhouse_connect
 import pytest
@@ -185,19 +187,25 @@ FACT_COLUMNS = ["task_id", "attempt", "status", "tenant_id", "department_id", "p
                 "finished_at", "checkpoint_load_ms", "gpu_seconds", "cpu_seconds", "version"]
 
 
+def task_fact_rows(rng: random.Random, n: int, start: datetime, span_s: int, prefix: str = "task") -> list[list[Any]]:
+    """Attempts on six nodes (three of a priced VM type, three of none), up to 3 hours long, some never started."""
+    facts = []
+    for i in range(n):
+        node = f"n{rng.randrange(6)}"
+        queued = start + timedelta(seconds=rng.randrange(0, span_s))
+        started = None if rng.random() < 0.1 else queued + timedelta(seconds=rng.randrange(0, 300))
+        finished = (started or queued) + timedelta(seconds=rng.randrange(1, 3 * 3600))
+        facts.append([f"{prefix}-{i}", 1, rng.choice(["finished", "failed"]), rng.choice(["t1", "t2"]), "d1", "p1",
+                      "alice", "m1", "v1", "ck1", node, f"host-{node}",
+                      {"n0": "NV6", "n1": "NV6", "n2": "NC24"}.get(node, ""), queued, started, finished, 1000,
+                      rng.random() * 3600, rng.random() * 7200, 1])
+    return facts
+
+
 def test_vm_cost_spans_equal_the_whole_history_views_over_any_range(client: Client, database: str, tmp_path: Path) -> None:
     rng = random.Random(8)
     start = DAY0 - timedelta(days=1)
-    facts = []
-    for n in range(160):
-        node = f"n{rng.randrange(6)}"
-        queued = start + timedelta(seconds=rng.randrange(0, 2 * 86400))
-        started = None if rng.random() < 0.1 else queued + timedelta(seconds=rng.randrange(0, 300))
-        finished = (started or queued) + timedelta(seconds=rng.randrange(1, 3 * 3600))
-        facts.append([f"task-{n}", 1, rng.choice(["finished", "failed"]), "t1", "d1", "p1", "alice", "m1", "v1", "ck1",
-                      node, f"host-{node}", {"n0": "NV6", "n1": "NV6", "n2": "NC24"}.get(node, ""), queued, started,
-                      finished, 1000, rng.random() * 3600, rng.random() * 7200, 1])
-    client.insert(f"{database}.task_facts", facts, column_names=FACT_COLUMNS)
+    client.insert(f"{database}.task_facts", task_fact_rows(rng, 160, start, 2 * 86400), column_names=FACT_COLUMNS)
     load_prices(client, database, tmp_path, [price("vm_hour", "NV6", 1.2), price("vm_hour", "*", 0.7),
                                              price("gpu_hour", "*", 2.5), price("cpu_hour", "*", 0.05)], 1)
     for _ in range(8):
@@ -217,3 +225,149 @@ def test_vm_cost_spans_equal_the_whole_history_views_over_any_range(client: Clie
         got = client.query(f"SELECT {vm_cols} FROM {database}.vm_activity_span{span} ORDER BY hour, node_id",
                            parameters=params).result_rows
         assert got == want and want, params
+
+
+TASK_COLUMNS = ("task_id, attempt, status, tenant_id, vm_type, node_id, host_name, started_at, finished_at, duration_s, "
+                "checkpoint_load_s, gpu_seconds, cpu_seconds, vm_cost, gpu_cost, cpu_cost, total_cost, cost_basis, unpriced")
+VM_COLUMNS = ("hour, node_id, host_name, vm_type, active_seconds, observed_seconds, idle_seconds, vm_hour_price, "
+              "active_cost, idle_cost, unpriced")
+
+
+def vm_tables_vs_spans(client: Client, database: str, rng: random.Random, start: datetime, hours: int) -> None:
+    """task_costs_span / vm_costs_span (the tables) equal cost_tasks_span / vm_activity_span (computed at read time)
+    over random ranges within [start, start + hours), row by row."""
+    span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
+    compared = 0
+    for _ in range(8):
+        lo = start + timedelta(seconds=rng.randrange(0, hours * 3600))
+        hi = lo + timedelta(seconds=rng.randrange(1, hours * 3600))
+        params = {"lo": lo, "hi": hi}
+        want = client.query(f"SELECT {TASK_COLUMNS} FROM {database}.cost_tasks_span{span} ORDER BY task_id, attempt",
+                            parameters=params).result_rows
+        got = client.query(f"SELECT {TASK_COLUMNS} FROM {database}.task_costs_span{span} ORDER BY task_id, attempt",
+                           parameters=params).result_rows
+        assert got == want, params
+        params = {"lo": lo.replace(minute=0, second=0), "hi": hi.replace(minute=0, second=0) + timedelta(hours=1)}
+        want = client.query(f"SELECT {VM_COLUMNS} FROM {database}.vm_activity_span{span} ORDER BY hour, node_id",
+                            parameters=params).result_rows
+        got = client.query(f"SELECT {VM_COLUMNS} FROM {database}.vm_costs_span{span} ORDER BY hour, node_id",
+                           parameters=params).result_rows
+        assert got == want, params
+        compared += len(want)
+    assert compared > 0
+
+
+def test_vm_cost_tables_hold_the_spans_exactly_and_follow_late_facts_and_new_catalogue_versions(
+        client: Client, database: str, tmp_path: Path) -> None:
+    rng = random.Random(9)
+    start = DAY0 - timedelta(days=2)
+    client.insert(f"{database}.task_facts", task_fact_rows(rng, 300, start, 3 * 86400), column_names=FACT_COLUMNS)
+    said = load_prices(client, database, tmp_path, [price("vm_hour", "NV6", 1.2), price("vm_hour", "NC24", 3.3),
+                                                    price("gpu_hour", "*", 2.5), price("cpu_hour", "*", 0.05)], 1)
+    assert any("with model runs: pricing them again" in line for line in said), said
+    task_rows = client.command(f"SELECT count() FROM {database}.task_costs")
+    assert task_rows == 300 and client.command(f"SELECT count() FROM {database}.vm_costs_1h") > 0
+    assert client.command(f"SELECT sum(vm_cost) > 0 FROM {database}.task_costs") == 1
+    vm_tables_vs_spans(client, database, rng, start, 4 * 24)
+
+    # late facts (new attempts, and a new version of one that ended earlier): noted by the materialized view, so the
+    # tables are stale until the refresher runs, then exact again; the usage cost tables are not recomputed
+    late = task_fact_rows(rng, 40, DAY0 - timedelta(hours=6), 12 * 3600, prefix="late")
+    client.insert(f"{database}.task_facts", late, column_names=FACT_COLUMNS)
+    span = {"lo": DAY0 - timedelta(days=3), "hi": DAY0 + timedelta(days=3)}
+    count_sql = f"SELECT count() FROM {database}.task_costs_span(lo = {{lo:DateTime('UTC')}}, hi = {{hi:DateTime('UTC')}})"
+    assert client.query(count_sql, parameters=span).result_rows[0][0] == 300
+    result = costs.refresh(client, database, say=lambda _: None)
+    assert DAY0.date() in result.vm_days and result.vm_rows > 0
+    assert client.query(count_sql, parameters=span).result_rows[0][0] == 340
+    vm_tables_vs_spans(client, database, rng, start, 4 * 24)
+
+    # a new catalogue version from DAY0 on: the days with runs it covers are priced again with it, the earlier keep v1
+    said = load_prices(client, database, tmp_path, [price("vm_hour", "NV6", 1.9, valid_from=DAY0)], 2)
+    vm_tables_vs_spans(client, database, rng, start, 4 * 24)
+    versions = dict(client.query(f"SELECT toDate(finished_at) AS day, max(catalogue_version) FROM {database}.task_costs "
+                                 "GROUP BY day").result_rows)
+    assert versions[DAY0.date()] == 2 and versions[(DAY0 - timedelta(days=2)).date()] == 1, versions
+
+    # --all computes the same tables from nothing
+    before = table_rows(client, f"SELECT {TASK_COLUMNS} FROM {database}.task_costs")
+    client.command(f"TRUNCATE TABLE {database}.task_costs")
+    client.command(f"TRUNCATE TABLE {database}.vm_costs_1h")
+    costs.refresh(client, database, all_days=True, say=lambda _: None)
+    assert table_rows(client, f"SELECT {TASK_COLUMNS} FROM {database}.task_costs") == before
+
+
+def test_task_facts_inserts_note_the_days_around_them_for_the_vm_tables(client: Client, database: str) -> None:
+    client.command(f"TRUNCATE TABLE {database}.cost_dirty_days")
+    facts = task_fact_rows(random.Random(10), 1, DAY0 + timedelta(hours=3), 60)
+    client.insert(f"{database}.task_facts", facts, column_names=FACT_COLUMNS)
+    noted = client.query(f"SELECT day, reason FROM {database}.cost_dirty_days ORDER BY day").result_rows
+    d = DAY0.date()
+    assert noted == [(d + timedelta(days=k), "tasks") for k in (-2, -1, 0, 1)]
+    usage, vm, _ = costs.dirty_days(client, database)
+    assert usage == [] and vm == [d + timedelta(days=k) for k in (-2, -1, 0, 1)]
+
+
+PHASES = ["queue_ms", "checkpoint_load_ms", "init_ms", "inference_ms", "total_ms"]
+
+
+def test_task_span_equals_task_facts_final_over_any_range(client: Client, database: str) -> None:
+    """task_span (whole days from task_facts_1d, the edges from the facts) sums to what task_facts FINAL counts, with
+    corrected attempts (a higher version) and unknown phases among them."""
+    rng = random.Random(11)
+    start = DAY0 - timedelta(days=2, hours=5)
+    columns = FACT_COLUMNS + ["queue_ms", "init_ms", "inference_ms", "total_ms"]
+    facts = []
+    for row in task_fact_rows(rng, 400, start, 3 * 86400):
+        row[1] = rng.choice([1, 1, 2, 3])
+        row[16] = None if rng.random() < 0.2 else rng.randrange(0, 90_000)  # checkpoint_load_ms
+        facts.append(row + [None if rng.random() < 0.2 else rng.randrange(0, 600_000) for _ in range(4)])
+    client.insert(f"{database}.task_facts", facts, column_names=columns)
+    corrected = [row[:2] + [rng.choice(["finished", "failed", "orphaned"])] + row[3:19] + [2] + row[20:21]
+                 + [rng.randrange(0, 10)] + row[22:] for row in rng.sample(facts, 60)]
+    client.insert(f"{database}.task_facts", corrected, column_names=columns)
+    result = costs.refresh(client, database, all_days=True, say=lambda _: None)
+    assert len(result.vm_days) >= 4
+    assert client.command(f"SELECT count() FROM {database}.task_facts_1d") > 0
+
+    keys = "tenant_id, user_id, base_model, checkpoint_id, status"
+    means = ", ".join(f"avg({p})" for p in PHASES)  # NULL where no value is known, as the panels' means
+    sums = ", ".join(f"sum({p}_sum) / nullIf(sum({p}_count), 0)" for p in PHASES)
+    span = "(lo = {lo:DateTime('UTC')}, hi = {hi:DateTime('UTC')})"
+    whole_days = 0
+    for n in range(12):
+        lo = start + timedelta(seconds=rng.randrange(0, 3 * 86400))
+        hi = lo + timedelta(seconds=rng.randrange(1, 3 * 86400)) if n % 3 else lo + timedelta(days=2)
+        params = {"lo": lo, "hi": hi}
+        want = client.query(f"SELECT {keys}, count(), countIf(attempt > 1), {means} FROM {database}.task_facts FINAL "
+                            "WHERE finished_at >= {lo:DateTime('UTC')} AND finished_at < {hi:DateTime('UTC')} "
+                            f"GROUP BY {keys} ORDER BY {keys}", parameters=params).result_rows
+        got = client.query(f"SELECT {keys}, sum(attempt_count), sum(retry_count), {sums} FROM {database}.task_span{span} "
+                           f"GROUP BY {keys} ORDER BY {keys}", parameters=params).result_rows
+        assert got == want and want, params
+        whole_days += hi - lo >= timedelta(days=2)
+    assert whole_days >= 4  # ranges that hold a whole day, which task_span reads from task_facts_1d
+
+
+def test_the_service_touches_its_alive_file_at_each_run_of_days_it_prices(
+        database: str, clickhouse_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh of many days outlasts a liveness probe: each priced run of days counts as a sign of life."""
+    url = urlparse(clickhouse_server)
+    monkeypatch.setenv("CLICKHOUSE_URL", clickhouse_server)
+    monkeypatch.setenv("CLICKHOUSE_USER", url.username or "default")
+    monkeypatch.delenv("CLICKHOUSE_PASSWORD", raising=False)
+    alive = tmp_path / "alive"
+    touches: list[float] = []
+    real_touch = Path.touch
+
+    def touch(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self == alive:
+            touches.append(time.monotonic())
+        real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", touch)
+    days = [(DAY0 - timedelta(days=k)).date().isoformat() for k in (0, 2, 4)]  # three runs of one day
+    argv = ["--database", database, "refresh", "--alive-file", str(alive)] + [f"--day={d}" for d in days]
+    assert costs.main(argv) == 0
+    # a line per run of usage days and per run of VM days, then the refresh's own
+    assert alive.exists() and len(touches) == 3 + 3 + 1, touches

@@ -68,7 +68,7 @@ def cost_span(step: int) -> str:
 
 
 def span(view: str, hours: bool = False) -> str:
-    """A VM cost span view over [from, to) (the hours that overlap it with hours=True)."""
+    """A VM cost table's span view over [from, to) (the hours that overlap it with hours=True)."""
     lo = "toStartOfHour({since:DateTime64(3, 'UTC')})" if hours else "toDateTime({since:DateTime64(3, 'UTC')})"
     return f"{{db}}.{view}(lo = {lo}, hi = toDateTime({{until:DateTime64(3, 'UTC')}}) + 1)"
 

@@ -22,7 +22,7 @@ async def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), fr
         offset: int | None = OFFSET_QUERY) -> JsonBody:
     """Per node that ran an attempt of the caller's tenants ending in [from, to): those attempts, their busy time,
     the node's mean GPU / CPU use and peak RAM during them, and their share of the VM's cost. Nodes are shared
-    between tenants, so idle time and its cost (vm_activity_span) are shown only for a node whose every attempt in
+    between tenants, so idle time and its cost (vm_costs_span) are shown only for a node whose every attempt in
     the range was the caller's tenants' (dedicated); elsewhere they would describe other tenants' work."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
@@ -39,13 +39,13 @@ async def vms(request: Request, scope: Scope = Depends(requires(Metric.VMS)), fr
             FROM {{db}}.task_facts FINAL {mine.sql()} GROUP BY node_id),
         others AS (
             SELECT node_id, countIf(tenant_id NOT IN {{tenants:Array(String)}}) AS others
-            FROM {{db}}.task_facts FINAL {everyone.sql()} AND node_id IN (SELECT node_id FROM mine) GROUP BY node_id),
+            FROM {{db}}.task_costs {everyone.sql()} AND node_id IN (SELECT node_id FROM mine) GROUP BY node_id),
         cost AS (
-            SELECT node_id, sum(vm_cost) AS vm_cost FROM {span('cost_tasks_span')} {mine.sql()} GROUP BY node_id),
+            SELECT node_id, sum(vm_cost) AS vm_cost FROM {span('task_costs_span')} {mine.sql()} GROUP BY node_id),
         activity AS (
             SELECT node_id, sum(observed_seconds) AS observed_seconds, sum(idle_seconds) AS idle_seconds,
                    sum(idle_cost) AS idle_cost
-            FROM {span('vm_activity_span', hours=True)} {hours.sql()} AND node_id IN (SELECT node_id FROM mine) GROUP BY node_id)
+            FROM {span('vm_costs_span', hours=True)} {hours.sql()} AND node_id IN (SELECT node_id FROM mine) GROUP BY node_id)
         SELECT m.node_id AS node_id, m.host_name AS host_name, m.vm_type AS vm_type, m.runs AS runs,
                m.busy_seconds AS busy_seconds, m.gpu_util_avg AS gpu_util_avg, m.cpu_util_avg AS cpu_util_avg,
                m.ram_max AS ram_max, ifNull(c.vm_cost, 0) AS vm_cost, ifNull(o.others, 0) = 0 AS dedicated,

@@ -114,7 +114,7 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
 async def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS)), from_: str | None = FROM_QUERY,
               to: str | None = TO_QUERY, model: str | None = None, limit: int | None = LIMIT_QUERY,
               offset: int | None = OFFSET_QUERY) -> JsonBody:
-    """Runs ended in [from, to) (cost_tasks_span): their count, run time and cost per base model x checkpoint and status,
+    """Runs ended in [from, to) (task_costs, priced per day): their count, run time and cost per base model x checkpoint and status,
     so failed runs' cost stands beside successful ones'."""
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
@@ -124,7 +124,7 @@ async def run_costs(request: Request, scope: Scope = Depends(requires(Metric.COS
     rows = await scope.ch.query(f"""
         SELECT {keys}, count() AS runs, sum(duration_s) AS duration_s, sum(vm_cost) AS vm_cost,
                sum(gpu_cost) AS gpu_cost, sum(cpu_cost) AS cpu_cost, sum(total_cost) AS total_cost
-        FROM {span('cost_tasks_span')} {where.sql()}
+        FROM {span('task_costs_span')} {where.sql()}
         GROUP BY {keys} ORDER BY {keys}
         LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""", {**where.params, "limit": limit + 1, "offset": offset})
     for row in rows:

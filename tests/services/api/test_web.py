@@ -170,6 +170,15 @@ def test_the_financial_director_sees_costs_by_department_and_month_and_downloads
     total = sum(Decimal(r[header.index("total_cost")]) for r in body)
     assert total == sum(v for (_, m), v in expected.items() if m == month["from"][:7])  # the report adds up
 
+    # the month's drill-down stops at users: the Financial Director may not read tasks, and the API gives no link
+    department = sorted(k[0] for k in expected)[0]
+    browser.click(f"table[data-table=drill-department] button[data-drill='{department}']")
+    browser.click("table[data-table=drill-project] button[data-drill]")
+    users = browser.wait("table[data-table=drill-user]")
+    assert users.find_elements(By.CSS_SELECTOR, "td") and not users.find_elements(By.CSS_SELECTOR, "button")
+    assert "no link below this level" in browser.wait("section[data-section=drill]").text
+    browser.shot("financial_director-drill-users")
+
 
 def test_the_pipeline_td_sees_runs_and_failures_per_model_and_checkpoint(api: Api, browser: Browser) -> None:
     token = api.tokens[("pipeline_td", 0)]
@@ -178,11 +187,14 @@ def test_the_pipeline_td_sees_runs_and_failures_per_model_and_checkpoint(api: Ap
     browser.shot("pipeline_td-models")
     expected = {}
     for row in rows(api, token, "/v1/models/performance", recent_span(7)):
-        label = f"{row['base_model']} {row['model_version']} · {row['checkpoint_id']}"
+        label = f"{row['base_model']} {row['model_version']} · {row['checkpoint_id'] or '(no checkpoint)'}"
         expected[(label, "succeeded")] = row["runs"] - row["failures"]
         expected[(label, "failed")] = row["failures"]
     assert expected and any(v for (_, s), v in expected.items() if s == "failed"), "the fixture has failed runs"
     assert {(r["label"], r["series"]): int(r["value"]) for r in shown} == expected
+    errors = {f"{'run' if r['source'] == 'task' else 'request'}: {r['error_type']}": r["count"]
+              for r in rows(api, token, "/v1/errors/top", recent_span(7))[:20]}
+    assert errors and {r["label"]: int(r["value"]) for r in rects(browser, "errors-by-type")} == errors
 
 
 def test_the_admin_sees_vms_health_and_access_and_drills_from_a_department_to_a_tasks_raw_events(

@@ -62,7 +62,7 @@ export function StackedColumns({ name, categories, series, unit = "", height = 2
   const width = left + categories.length * column + 20;
   const totals = categories.map((c) => series.reduce((t, s) => t + Number(s.values[c] || 0), 0));
   const top = Math.max(...totals, 0) || 1;
-  const scale = (height - bottom - 10) / top;
+  const scale = (height - bottom - 24) / top; // room above the tallest column for its total
   const ticks = [0, 0.5, 1].map((f) => top * f);
   return (
     <div>

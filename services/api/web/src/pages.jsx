@@ -119,7 +119,7 @@ function ModelPerformance({ span }) {
     <section data-section="models">
       <h2>Model × checkpoint: runs and failures</h2>
       <Loaded state={state}>{(rows) => {
-        const label = (r) => `${r.base_model} ${r.model_version} · ${r.checkpoint_id}`;
+        const label = (r) => `${r.base_model} ${r.model_version} · ${r.checkpoint_id || "(no checkpoint)"}`;
         const ranked = [...rows].sort((a, b) => b.runs - a.runs);
         return (
           <div>
@@ -150,6 +150,19 @@ function ModelPerformance({ span }) {
   );
 }
 
+function Failures({ span }) {
+  const state = useRows(`/v1/errors/top?${query(span)}`, 1);
+  return (
+    <section data-section="failures">
+      <h2>Failures by error type (failed runs and failed LLM requests)</h2>
+      <Loaded state={state}>{(rows) => (
+        <BarChart name="errors-by-type" bars={rows.slice(0, 20).map((r) => ({
+          label: `${r.source === "task" ? "run" : "request"}: ${r.error_type}`, value: r.count }))} />
+      )}</Loaded>
+    </section>
+  );
+}
+
 export function PipelinePage() {
   const [days, setDays] = useState(7);
   const span = recent(days);
@@ -157,6 +170,7 @@ export function PipelinePage() {
     <div>
       <div className="controls"><RangePicker days={days} setDays={setDays} /></div>
       <ModelPerformance span={span} />
+      <Failures span={span} />
       <DrillDown path="/v1/usage" measure="credits" span={span} granularity="day" />
     </div>
   );
@@ -220,6 +234,7 @@ function Health({ span }) {
 }
 
 const ACCESS_PAGES = 5; // the newest 500 records: the audit log of a busy week is far longer than a page can show
+const ACCESS_ROWS = 30;
 
 function Access({ span }) {
   const state = useRows(`/v1/access?${query(span)}`, ACCESS_PAGES);
@@ -245,13 +260,13 @@ function Access({ span }) {
             <table data-table="access">
               <thead><tr><th>time</th><th>user</th><th>action</th><th>resource</th><th>decision</th><th>event</th></tr></thead>
               <tbody>
-                {rows.slice(0, 100).map((r, i) => (
+                {rows.slice(0, ACCESS_ROWS).map((r, i) => (
                   <tr key={i}><td>{r.ts}</td><td>{r.user_id}</td><td>{r.action}</td><td>{r.resource}</td>
                     <td>{r.decision}</td><td>{r.event_name}</td></tr>
                 ))}
               </tbody>
             </table>
-            {rows.length > 100 && <p className="muted">The table shows the newest 100.</p>}
+            {rows.length > ACCESS_ROWS && <p className="muted">The table lists the newest {ACCESS_ROWS}.</p>}
           </div>
         );
       }}</Loaded>

@@ -4,20 +4,20 @@
 import { useEffect, useState } from "react";
 import { get, getAll, query } from "./api.js";
 import { BarChart } from "./charts.jsx";
+import { Loaded, useLoad } from "./loading.jsx";
 import { addDecimal } from "./numbers.js";
 
 const LEVEL_NAMES = { department_id: "department", project_id: "project", user_id: "user" };
 
 function Groups({ url, measure, open }) {
-  const [state, setState] = useState({ loading: true });
-  useEffect(() => {
-    getAll(url).then(({ rows, meta }) => setState({ rows, meta }), (error) => setState({ error }));
-  }, [url]);
-  if (state.loading) return <p className="muted">Loading…</p>;
-  if (state.error) return <p className="error">{state.error.message}</p>;
-  const column = (state.meta.group_by || []).at(-1);
+  return <Loaded state={useLoad(() => getAll(url), url)}>{(answer) => <GroupList {...answer} measure={measure}
+                                                                                 open={open} />}</Loaded>;
+}
+
+function GroupList({ rows, meta, measure, open }) {
+  const column = (meta.group_by || []).at(-1);
   const groups = new Map();
-  for (const row of state.rows) {  // one row per bucket: summed per key over the range
+  for (const row of rows) {  // one row per bucket: summed per key over the range
     const label = row[column] ?? "(none)";
     const key = `${row.tenant_id}|${label}`;
     const group = groups.get(key) || { label, total: "0", links: row.links || {} };
@@ -55,13 +55,10 @@ function Groups({ url, measure, open }) {
 }
 
 function Tasks({ url, open }) {
-  const [state, setState] = useState({ loading: true });
-  useEffect(() => {
-    getAll(url).then(({ rows }) => setState({ rows }), (error) => setState({ error }));
-  }, [url]);
-  if (state.loading) return <p className="muted">Loading…</p>;
-  if (state.error) return <p className="error">{state.error.message}</p>;
-  const rows = state.rows;
+  return <Loaded state={useLoad(() => getAll(url), url)}>{({ rows }) => <TaskList rows={rows} open={open} />}</Loaded>;
+}
+
+function TaskList({ rows, open }) {
   return (
     <div>
       <BarChart name="drill-tasks" unit=" ms" bars={rows.slice(0, 40).map((t) => ({
@@ -86,13 +83,10 @@ function Tasks({ url, open }) {
 }
 
 function Task({ url }) {
-  const [state, setState] = useState({ loading: true });
-  useEffect(() => {
-    get(url).then(({ data }) => setState({ data }), (error) => setState({ error }));
-  }, [url]);
-  if (state.loading) return <p className="muted">Loading…</p>;
-  if (state.error) return <p className="error">{state.error.message}</p>;
-  const { attempts, events, events_note: note } = state.data;
+  return <Loaded state={useLoad(() => get(url), url)}>{({ data }) => <TaskDetail {...data} />}</Loaded>;
+}
+
+function TaskDetail({ attempts, events, events_note: note }) {
   return (
     <div>
       <h2>Attempts</h2>

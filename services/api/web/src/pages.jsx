@@ -1,28 +1,16 @@
 // One page per role: what a Financial Director, a Pipeline TD and an Admin open first. Each reads the API with the
 // user's token; what a role may not read the API refuses, and the page shows that refusal as it came.
 
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { download, getAll, query } from "./api.js";
 import { BarChart, StackedColumns } from "./charts.jsx";
 import { DrillDown } from "./drill.jsx";
+import { Loaded, useLoad } from "./loading.jsx";
 import { addDecimal, short } from "./numbers.js";
 import { currentMonth, monthRange, recent } from "./time.js";
 
-/** The rows of a list endpoint (all of them, or maxPages pages of 100), re-read when the url changes. */
-function useRows(url, maxPages) {
-  const [state, setState] = useState({ loading: true });
-  useEffect(() => {
-    setState({ loading: true });
-    getAll(url, maxPages).then(({ rows, meta }) => setState({ rows, meta }), (error) => setState({ error }));
-  }, [url]);
-  return state;
-}
-
-function Loaded({ state, children }) {
-  if (state.loading) return <p className="muted">Loading…</p>;
-  if (state.error) return <p className="error">{state.error.message}</p>;
-  return children(state.rows, state.meta);
-}
+/** {rows, meta} of a list endpoint (all of its rows, or maxPages pages of 100), re-read when the url changes. */
+const useRows = (url, maxPages) => useLoad(() => getAll(url, maxPages), url);
 
 function RangePicker({ days, setDays }) {
   return (
@@ -42,7 +30,7 @@ function CostsByMonth({ month }) {
   return (
     <section data-section="costs-by-month">
       <h2>Cost by department and month (12 months to {month})</h2>
-      <Loaded state={state}>{(rows) => {
+      <Loaded state={state}>{({ rows }) => {
         const months = [...new Set(rows.map((r) => r.bucket.slice(0, 7)))].sort();
         const series = new Map();
         for (const row of rows) {
@@ -118,7 +106,7 @@ function ModelPerformance({ span }) {
   return (
     <section data-section="models">
       <h2>Model × checkpoint: runs and failures</h2>
-      <Loaded state={state}>{(rows) => {
+      <Loaded state={state}>{({ rows }) => {
         const label = (r) => `${r.base_model} ${r.model_version} · ${r.checkpoint_id || "(no checkpoint)"}`;
         const ranked = [...rows].sort((a, b) => b.runs - a.runs);
         return (
@@ -155,7 +143,7 @@ function Failures({ span }) {
   return (
     <section data-section="failures">
       <h2>Failures by error type (failed runs and failed LLM requests)</h2>
-      <Loaded state={state}>{(rows) => (
+      <Loaded state={state}>{({ rows }) => (
         <BarChart name="errors-by-type" bars={rows.slice(0, 20).map((r) => ({
           label: `${r.source === "task" ? "run" : "request"}: ${r.error_type}`, value: r.count }))} />
       )}</Loaded>
@@ -163,17 +151,21 @@ function Failures({ span }) {
   );
 }
 
-export function PipelinePage() {
+/** A page over the last days (7 unless chosen): its sections for the span, then the drill-down of credits. */
+function RecentPage({ children }) {
   const [days, setDays] = useState(7);
   const span = recent(days);
   return (
     <div>
       <div className="controls"><RangePicker days={days} setDays={setDays} /></div>
-      <ModelPerformance span={span} />
-      <Failures span={span} />
+      {children(span)}
       <DrillDown path="/v1/usage" measure="credits" span={span} granularity="day" />
     </div>
   );
+}
+
+export function PipelinePage() {
+  return <RecentPage>{(span) => <><ModelPerformance span={span} /><Failures span={span} /></>}</RecentPage>;
 }
 
 // -- Admin ----------------------------------------------------------------------------------------------------
@@ -183,7 +175,7 @@ function Vms({ span }) {
   return (
     <section data-section="vms">
       <h2>VMs: busy hours</h2>
-      <Loaded state={state}>{(rows) => (
+      <Loaded state={state}>{({ rows }) => (
         <div>
           <BarChart name="vm-busy-hours" unit=" h" bars={rows.map((r) => ({ label: `${r.host_name} (${r.vm_type})`,
             value: r.busy_seconds / 3600 }))} />
@@ -212,7 +204,7 @@ function Health({ span }) {
   return (
     <section data-section="health">
       <h2>Pipeline health per topic</h2>
-      <Loaded state={state}>{(rows, meta) => (
+      <Loaded state={state}>{({ rows, meta }) => (
         <div>
           <BarChart name="pipeline-health" bars={rows.map((r) => ({ label: r.topic,
             segments: [{ name: "valid", value: r.valid }, { name: "DLQ", value: r.dlq }] }))} />
@@ -241,7 +233,7 @@ function Access({ span }) {
   return (
     <section data-section="access">
       <h2>Who accessed what</h2>
-      <Loaded state={state}>{(rows) => {
+      <Loaded state={state}>{({ rows }) => {
         const decisions = [...new Set(rows.map((r) => r.decision || "(none)"))].sort();
         const perUser = new Map();
         for (const r of rows) {
@@ -275,15 +267,5 @@ function Access({ span }) {
 }
 
 export function AdminPage() {
-  const [days, setDays] = useState(7);
-  const span = recent(days);
-  return (
-    <div>
-      <div className="controls"><RangePicker days={days} setDays={setDays} /></div>
-      <Vms span={span} />
-      <Health span={span} />
-      <Access span={span} />
-      <DrillDown path="/v1/usage" measure="credits" span={span} granularity="day" />
-    </div>
-  );
+  return <RecentPage>{(span) => <><Vms span={span} /><Health span={span} /><Access span={span} /></>}</RecentPage>;
 }

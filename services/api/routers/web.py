@@ -30,8 +30,11 @@ Build it with <code>make deps</code> (it runs <code>npm ci</code> and <code>npm 
 def asset(name: str, dist: Path | None = None) -> Path | None:
     """The built file a request names, or None: only regular files inside dist (no .., no symlink out of it)."""
     root = (dist or DIST).resolve()
-    candidate = (root / name).resolve()
-    if root not in candidate.parents or not candidate.is_file():
+    try:
+        candidate = (root / name).resolve()
+        if root not in candidate.parents or not candidate.is_file():
+            return None
+    except (ValueError, OSError):  # a NUL byte, a name too long for the file system: no such file either
         return None
     return candidate
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -108,13 +110,14 @@ def rects(browser: Browser, chart: str) -> list[dict[str, str]]:
         f"svg[data-chart='{chart}'] rect[data-value]")
 
 
-def month_span(now: datetime, months_before: int = 0) -> dict[str, str]:
-    """The page's range for the current month (time.js monthRange): from the first of the month `months_before`
+def month_span(chosen: datetime, months_before: int = 0) -> dict[str, str]:
+    """The page's range for the chosen time's month (time.js monthRange): from the first of the month `months_before`
     earlier to the first of the next month or tomorrow, whichever is sooner."""
-    year, month = now.year, now.month - months_before
+    year, month = chosen.year, chosen.month - months_before
     while month < 1:
         year, month = year - 1, month + 12
-    nxt = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=timezone.utc)
+    nxt = datetime(chosen.year + chosen.month // 12, chosen.month % 12 + 1, 1, tzinfo=timezone.utc)
+    now = datetime.now(timezone.utc)
     tomorrow = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=1)
     return {"from": f"{year:04d}-{month:02d}-01T00:00:00Z", "to": min(nxt, tomorrow).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
@@ -136,12 +139,20 @@ def test_the_financial_director_sees_costs_by_department_and_month_and_downloads
         api: Api, browser: Browser) -> None:
     token = api.tokens[("financial_director", 0)]
     browser.login(api.url, token, "financial_director")
+    # the month of the fixture's last hour: the current one, but for the first hour of a month
+    chosen = api.data.end - timedelta(hours=1)
+    month_input = browser.wait("input[data-control=month]")
+    browser.driver.execute_script(  # a controlled React input: set its value as typing would, then tell React
+        "const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;"
+        "set.call(arguments[0], arguments[1]); arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        month_input, f"{chosen:%Y-%m}")
+    browser.wait(f"section[data-section=report] button[data-month='{chosen:%Y-%m}']")
     shown = rects(browser, "costs-by-department-month")
     browser.shot("financial_director-costs")
     # the API's answer for the chart's range, summed per department and month as exact decimals
     expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for row in rows(api, token, "/v1/costs", {"granularity": "month", "group_by": "department",
-                                              **month_span(datetime.now(timezone.utc), 11)}):
+                                              **month_span(chosen, 11)}):
         expected[(row["department_id"], row["bucket"][:7])] += Decimal(row["total_cost"])
     assert expected and any(expected.values()), "the fixture's tenant has costs"
     assert {(r["series"], r["category"]): Decimal(r["value"]) for r in shown} == expected
@@ -152,7 +163,7 @@ def test_the_financial_director_sees_costs_by_department_and_month_and_downloads
     browser.click("button[data-action=download-report]")
     status = browser.wait("[data-status=done]")
     browser.shot("financial_director-report")
-    month = month_span(datetime.now(timezone.utc))
+    month = month_span(chosen)
     direct = api.get("/v1/exports/costs", token, {"granularity": "day", **month, "format": "csv"})
     assert direct.status_code == 200, direct.text
     name = re.search(r'filename="([^"]+)"', direct.headers["content-disposition"]).group(1)
@@ -248,9 +259,10 @@ def test_the_page_is_served_without_a_token_and_outside_the_access_log(api: Api)
     assert index.status_code == 200 and '<div id="root">' in index.text
     bundle = api.get("/app/app.js", None)
     assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("text/javascript")
-    for missing in ("/app/nothing.js", "/app/", "/app/..%2F..%2Fapp.py", "/app/%2e%2e/%2e%2e/app.py"):
+    for missing in ("/app/nothing.js", "/app/", "/app/..%2F..%2Fapp.py", "/app/%2e%2e/%2e%2e/app.py", "/app/a%00b",
+                    "/app/" + "x" * 5000, "/app/%FF%FE", "/app//etc/passwd"):
         answer = api.get(missing, None)
-        assert answer.status_code == 404 and answer.json()["code"] == "not-found", missing
+        assert answer.status_code == 404 and answer.json()["code"] == "not-found", missing[:80]
     assert api.get("/v1/whoami", None).status_code == 401  # the API itself still wants a token
     assert api.access_log_size() == before + 1  # only the refused /v1 request is logged
 
@@ -265,5 +277,13 @@ def test_a_missing_build_is_a_clear_503_and_assets_stay_inside_the_build(tmp_pat
     (tmp_path / "secret.txt").write_text("s")
     (tmp_path / "dist" / "link.txt").symlink_to(tmp_path / "secret.txt")
     assert web.asset("app.js", tmp_path / "dist") == (tmp_path / "dist" / "app.js").resolve()
-    for name in ("../secret.txt", "link.txt", "", ".", "/etc/passwd", "nothing.js"):
-        assert web.asset(name, tmp_path / "dist") is None, name
+    for name in ("../secret.txt", "link.txt", "", ".", "/etc/passwd", "nothing.js", "a\x00b", "x" * 5000):
+        assert web.asset(name, tmp_path / "dist") is None, name[:80]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "", "app.js", "dist", "~", "\x00", "%2e", "x" * 300, "/"]) | st.text(),
+                max_size=6).map("/".join))
+def test_generated_hostile_names_never_leave_the_build_nor_raise(name: str) -> None:
+    found = web.asset(name)
+    assert found is None or (found.is_file() and web.DIST.resolve() in found.parents), name[:80]

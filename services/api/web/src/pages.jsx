@@ -77,7 +77,7 @@ function Report({ month }) {
       <h2>Report for {month}</h2>
       <p>Daily costs of the month per department, project, user, model and checkpoint, with the price catalogue
         version, as CSV (<code>{path}</code>).</p>
-      <button data-action="download-report" onClick={save}>Download the month's costs (CSV)</button>{" "}
+      <button data-action="download-report" data-month={month} onClick={save}>Download the month's costs (CSV)</button>{" "}
       {status && <span data-status={status.done ? "done" : status.error ? "error" : "busy"}
                        className={status.error ? "error" : "muted"}>{status.text}</span>}
     </section>
@@ -93,7 +93,7 @@ export function FinancePage() {
                             onChange={(e) => e.target.value && setMonth(e.target.value)} /></label>
       </div>
       <CostsByMonth month={month} />
-      <Report month={month} />
+      <Report key={month} month={month} />
       <DrillDown path="/v1/costs" measure="total_cost" span={monthRange(month)} granularity="month" />
     </div>
   );

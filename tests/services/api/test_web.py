@@ -81,6 +81,10 @@ class Browser:
         self.click("button[type=submit]")
         assert self.wait(f"[data-who={role}]").text
 
+    def errors(self) -> list[str]:
+        """The console's errors since the last call (a failed request, an exception in the page)."""
+        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
     def close(self) -> None:
         """Quit, leaving the last screen, its text and the browser's console beside the screenshots (what a failure
         looked like)."""
@@ -189,6 +193,7 @@ def test_the_financial_director_sees_costs_by_department_and_month_and_downloads
     assert users.find_elements(By.CSS_SELECTOR, "td") and not users.find_elements(By.CSS_SELECTOR, "button")
     assert "no link below this level" in browser.wait("section[data-section=drill]").text
     browser.shot("financial_director-drill-users")
+    assert not browser.errors()
 
 
 def test_the_pipeline_td_sees_runs_and_failures_per_model_and_checkpoint(api: Api, browser: Browser) -> None:
@@ -206,6 +211,7 @@ def test_the_pipeline_td_sees_runs_and_failures_per_model_and_checkpoint(api: Ap
     errors = {f"{'run' if r['source'] == 'task' else 'request'}: {r['error_type']}": r["count"]
               for r in rows(api, token, "/v1/errors/top", recent_span(7))[:20]}
     assert errors and {r["label"]: int(r["value"]) for r in rects(browser, "errors-by-type")} == errors
+    assert not browser.errors()
 
 
 def test_the_admin_sees_vms_health_and_access_and_drills_from_a_department_to_a_tasks_raw_events(
@@ -240,10 +246,14 @@ def test_the_admin_sees_vms_health_and_access_and_drills_from_a_department_to_a_
     events = api.get(f"/v1/tasks/{api.lake_task}", token).json()["data"]["events"]
     assert shown and sorted(shown) == sorted(e["event_name"] for e in events)
     assert "xumi.task.finished" in shown
+    assert not browser.errors()
 
 
 def test_a_bad_token_is_refused_at_login_and_a_role_without_a_page_is_told_so(api: Api, browser: Browser) -> None:
+    before = api.access_log_size()
     browser.driver.get(api.url + "/")
+    browser.wait("input[name=token]")
+    assert api.access_log_size() == before  # loading the page (no favicon request either) is not an API call
     browser.wait("input[name=token]").send_keys("tlm_nope_nope")
     browser.click("button[type=submit]")
     assert "401" in browser.wait("[data-status=login-error]").text

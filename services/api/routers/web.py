@@ -14,8 +14,12 @@ from services.api.problems import Problem
 DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".map": "application/json"}
-# index.html names the bundle by a fixed path, so a browser must ask again after a new build
-NO_CACHE = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+# index.html names the bundle by a fixed path, so a browser must ask again after a new build. The page holds a
+# token: only its own script may run, it may call only this API, and no other site may frame it.
+NO_CACHE = {"cache-control": "no-cache", "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                                       "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+                                       "frame-ancestors 'none'"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -267,6 +267,7 @@ def test_the_page_is_served_without_a_token_and_outside_the_access_log(api: Api)
     before = api.access_log_size()
     index = api.get("/", None)
     assert index.status_code == 200 and '<div id="root">' in index.text
+    assert "script-src 'self'" in index.headers["content-security-policy"]  # the token's page runs its script only
     bundle = api.get("/app/app.js", None)
     assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("text/javascript")
     for missing in ("/app/nothing.js", "/app/", "/app/..%2F..%2Fapp.py", "/app/%2e%2e/%2e%2e/app.py", "/app/a%00b",

@@ -20,6 +20,7 @@ MINIO_BIN := $(TELEMETRY_CACHE)/bin/minio-$(MINIO_VERSION)
 COMPOSE_VERSION := v5.6.0
 COMPOSE_BIN := $(TELEMETRY_CACHE)/bin/docker-compose-$(COMPOSE_VERSION)
 PYTEST_ARGS ?=
+WEB := services/api/web
 
 export PYTHONPATH := $(CURDIR)
 export TELEMETRY_CACHE
@@ -31,16 +32,18 @@ export COMPOSE_BIN
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-deps: system-deps venv jars minio compose ## install everything the project needs (idempotent)
+deps: system-deps venv jars minio compose web ## install everything the project needs (idempotent)
 
-system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), PostgreSQL 15, Go for MinIO and Docker Compose, Chromium and poppler (report PDF)
+system-deps: ## Debian packages: Java 17, Maven, Prometheus (promtool), PostgreSQL 15, Go for MinIO and Docker Compose, npm for the web page, Chromium (report PDF, and with its driver the web page's browser test) and poppler (PDF to PNG in the report test)
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v go >/dev/null || missing="$$missing golang-go"; \
 	test -x /usr/lib/postgresql/15/bin/postgres || missing="$$missing postgresql"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
@@ -55,6 +58,18 @@ $(VENV)/.installed:
 	$(DEPS_LIST) > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install -q -r $(VENV)/requirements.txt
 	touch $@
+
+.PHONY: web
+web: $(WEB)/dist/index.html ## the web page per role: npm ci, then esbuild bundles services/api/web/src into its dist/
+
+# node_modules/.package-lock.json is npm's own record of an install: newer than the lock file once `npm ci` ran.
+# Install scripts stay off: esbuild finds its platform binary (@esbuild/linux-x64) without its postinstall.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	@echo "==> npm ci in $(WEB)"
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+$(WEB)/dist/index.html: $(WEB)/node_modules/.package-lock.json $(WEB)/build.mjs $(wildcard $(WEB)/src/*)
+	cd $(WEB) && npm run --silent build
 
 jars: $(JARS_STAMP) ## Maven: Kafka connector, Parquet writer, S3 plugin, Kafka broker into lib/
 

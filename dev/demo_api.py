@@ -2,7 +2,8 @@
 
 Loads the simulator's tenants, departments, projects and users into PostgreSQL (the directory), grants one demo
 principal per role in the first tenant and issues it a token, starts `python -m services.api` (as the demo starts
-the loader), prints for each role the curl line and the answer, checks the access log's chain, stops the API.
+the loader), prints for each role the curl line and the answer, the web page's URL, checks the access log's chain,
+stops the API.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def show(s: cfg.Settings, seed: int, since_ms: int, until_ms: int, work: Path, s
             answer = requests.get(url, headers={"Authorization": f"Bearer {issued[role]}"}, timeout=60)
             print("\n".join("    " + l for l in shorten(answer.json()).splitlines()))
         print()
+        page = requests.get(f"{base}/", timeout=10)
+        built = "" if page.ok else " (NOT BUILT: run `make deps`)"
+        say(f"web page per role: {base}/{built}; log in with a token above (each lasts a day). The demo stops "
+            f"the API now: `{sys.executable} -m services.api` serves the page again")
         verify = subprocess.run([sys.executable, "-m", "services.api.audit", "verify"], capture_output=True, text=True,
                                 timeout=120)
         say("access log: " + (verify.stdout.strip().splitlines() or ["(no output)"])[0].removeprefix("access log: "))

@@ -40,8 +40,10 @@ from telemetry.settings import Settings
 
 LOG = logging.getLogger("services.api")
 VERSION = "1.0.0"
-# Operational endpoints without tenant data: no token, not in the access log (probes would flood it).
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Operational endpoints without tenant data: no token, not in the access log (probes would flood it); the web
+# page's static files (/ and /app/..., routers/web.py) likewise.
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/"})
+PUBLIC_PREFIX = "/app/"
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -124,7 +126,7 @@ class Gate:
         self.app, self.state = app, state
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         started, at = time.perf_counter(), datetime.now(timezone.utc)

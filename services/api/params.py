@@ -27,11 +27,12 @@ class Granularity(str, Enum):
 
 
 # usage table per granularity, the length of its windows in seconds, and the bucket expression over window_start
+# (a time: toStartOfMonth alone gives a Date, which the answers do not write)
 USAGE_SOURCE: dict[Granularity, tuple[str, int, str]] = {
     Granularity.MINUTE: ("usage_1m", 60, "window_start"),
     Granularity.HOUR: ("usage_1h", 3600, "window_start"),
     Granularity.DAY: ("usage_1d", 86400, "window_start"),
-    Granularity.MONTH: ("usage_1d", 86400, "toStartOfMonth(window_start)"),
+    Granularity.MONTH: ("usage_1d", 86400, "toDateTime(toStartOfMonth(window_start), 'UTC')"),
 }
 
 

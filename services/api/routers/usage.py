@@ -86,7 +86,7 @@ async def costs(request: Request, scope: Scope = Depends(requires(Metric.COSTS))
     rng = params.time_range(from_, to, scope.caller.policy.max_range)
     limit, offset = params.page(limit, offset, scope.state.settings.api_max_rows)
     bucket = {Granularity.HOUR: "hour", Granularity.DAY: "toStartOfDay(hour)",
-              Granularity.MONTH: "toStartOfMonth(hour)"}[granularity]
+              Granularity.MONTH: "toDateTime(toStartOfMonth(hour), 'UTC')"}[granularity]
     where = in_windows(tenant_where(scope), "hour", rng, 3600)
     id_filters(where, (("department", department, "department_id"), ("project", project, "project_id"),
                                 ("model", model, "model")))

@@ -4,6 +4,8 @@ the row above it, and a role that may not read tasks gets no link to them."""
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from tests.support.fixtures_api import Api
@@ -48,3 +50,20 @@ def test_pseudonymous_roles_drill_by_pseudonym_and_roles_without_tasks_stop_at_u
     by_department = api.get("/v1/costs", fd, {"group_by": "department", "granularity": "day", **span}).json()["data"]
     projects = follow(api, fd, by_department[0]["links"]["next"])["data"]
     assert projects and {r["department_id"] for r in projects} == {by_department[0]["department_id"]}
+
+
+def test_month_buckets_are_times_and_hold_the_days_of_the_month(api: Api) -> None:
+    span = {"from": api.data.start.isoformat(), "to": api.data.end.isoformat()}
+    for path, role, column in (("/v1/usage", "admin", "credits"), ("/v1/costs", "financial_director", "total_cost")):
+        token = api.tokens[(role, 0)]
+        totals = {}
+        for granularity in ("day", "month"):
+            answer = api.get(path, token, {"group_by": "department", "granularity": granularity, **span})
+            assert answer.status_code == 200, (path, granularity, answer.text)
+            rows = answer.json()["data"]
+            buckets = [datetime.fromisoformat(r["bucket"]) for r in rows]
+            assert buckets and {(b.time(), b.utcoffset()) for b in buckets} == {(time(0), timedelta(0))}
+            if granularity == "month":
+                assert {b.day for b in buckets} == {1}
+            totals[granularity] = sum(Decimal(r[column]) for r in rows)
+        assert totals["day"] == totals["month"] > 0, path

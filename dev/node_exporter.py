@@ -5,7 +5,6 @@ tasks finds series for their nodes. `make demo` runs one in-process (NodeExporte
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading

@@ -336,7 +336,7 @@ class _Recorder:
         self.db = db
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    async def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    async def query(self, sql: str, parameters: dict[str, Any], derive: Any = None) -> list[dict[str, Any]]:
         self.sent.append((sql.replace("{db}", self.db), dict(parameters)))
         return []
 

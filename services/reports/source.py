@@ -12,6 +12,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from services.reports.chargeback import RunOutcome, Row, VmTime, next_month
+from telemetry import costs
 
 _ROWS_SQL = """
     SELECT tenant_id, department_id, project_id, model, model_version, checkpoint_id, user_id,
@@ -23,11 +24,12 @@ _ROWS_SQL = """
     GROUP BY tenant_id, department_id, project_id, model, model_version, checkpoint_id, user_id"""
 
 # A day is pending when usage was noted for it after the last refresh that priced it (a day no refresh priced has
-# ran_at 1970 from the join's defaults).
+# ran_at 1970 from the join's defaults). Days noted for task facts alone recompute the VM tables, not costs_1d.
+_VM_ONLY = "(" + ", ".join(f"'{reason}'" for reason in sorted(costs.VM_ONLY)) + ")"
 _PENDING_SQL = """
     SELECT noted.day FROM
         (SELECT day, max(noted_at) AS noted FROM {db}.cost_dirty_days
-         WHERE day >= {{lo:Date}} AND day < {{hi:Date}} GROUP BY day) AS noted
+         WHERE day >= {{lo:Date}} AND day < {{hi:Date}} AND reason NOT IN {vm_only} GROUP BY day) AS noted
     LEFT JOIN
         (SELECT arrayJoin(days) AS day, max(ran_at) AS ran FROM {db}.cost_refreshes GROUP BY day) AS priced
     ON noted.day = priced.day
@@ -61,7 +63,7 @@ def currency(client: Client, database: str) -> str:
 
 def pending_days(client: Client, database: str, month: date) -> list[date]:
     return [row[0] for row in client.query(
-        _PENDING_SQL.format(db=database), parameters={"lo": month, "hi": next_month(month)}).result_rows]
+        _PENDING_SQL.format(db=database, vm_only=_VM_ONLY), parameters={"lo": month, "hi": next_month(month)}).result_rows]
 
 
 def unpriced_days(client: Client, database: str, month: date) -> list[date]:
